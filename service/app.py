@@ -1,0 +1,35 @@
+"""The application factory: one Starlette app from its parts; lifespan owns background roles."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+from service.api import api_routes
+from service.context import Services
+from service.webhooks import receive_webhook
+from service.workers import Roles
+
+
+def create_app(services: Services, *, roles: Sequence[str] = ()) -> Starlette:
+    """The segflow HTTP app (API and webhook receiver); `roles` are background workers it runs."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        running = Roles(services, roles)
+        await running.start()
+        try:
+            yield
+        finally:
+            await running.stop()
+
+    routes = [
+        Route("/webhooks/qubico/{job_id}", receive_webhook, methods=["POST"]),
+        *api_routes(),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.services = services
+    return app

@@ -1,0 +1,270 @@
+"""The `segflow` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import mimetypes
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from service.settings import ConfigError, Settings, load_settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(getattr(args, "config", None))
+
+
+def _logging(settings: Settings) -> None:
+    from service.logs import configure_logging
+
+    configure_logging(settings.log_format, settings.log_level,
+                      secrets=[*settings.webhook_keys, *settings.api_keys, settings.upstream_api_key])
+
+
+# serve / worker / migrate / keys ------------------------------------------------------------
+
+async def _serve(settings: Settings, roles: Sequence[str]) -> int:
+    import uvicorn
+
+    from service.app import create_app
+    from service.context import open_services
+
+    services = await open_services(settings)
+    try:
+        app = create_app(services, roles=roles)
+        config = uvicorn.Config(app, host=settings.host, port=settings.port, access_log=False, log_config=None,
+                                lifespan="on", timeout_graceful_shutdown=10)
+        await uvicorn.Server(config).serve()
+    finally:
+        await services.close()
+    return 0
+
+
+async def _worker(settings: Settings, roles: Sequence[str]) -> int:
+    import signal
+
+    from service.context import open_services
+    from service.workers import Roles
+
+    services = await open_services(settings)
+    running = Roles(services, roles)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await running.start()
+    try:
+        await stop.wait()
+    finally:
+        await running.stop()
+        await services.close()
+    return 0
+
+
+async def _migrate(settings: Settings) -> int:
+    from service.store import open_store_for
+
+    store = open_store_for(settings.database_url)
+    await store.open()  # opening applies every pending migration
+    await store.close()
+    print(f"schema up to date: {settings.database_url.split('@')[-1]}")
+    return 0
+
+
+async def _keys_create(settings: Settings, tenant: str, label: str) -> int:
+    from service.api.keys import hash_key, new_key
+    from service.store import open_store_for
+
+    store = open_store_for(settings.database_url)
+    await store.open()
+    try:
+        key = new_key()
+        await store.add_api_key(tenant, hash_key(key), label)
+    finally:
+        await store.close()
+    print(key)
+    print(f"(tenant {tenant}; shown once, stored hashed)", file=sys.stderr)
+    return 0
+
+
+# submit / status / results ------------------------------------------------------------------
+
+def _client_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", default=os.environ.get("SEGFLOW_API_URL", "http://127.0.0.1:8600"),
+                   help="segflow base URL (SEGFLOW_API_URL)")
+
+
+def _api_key() -> str:
+    key = os.environ.get("SEGFLOW_API_KEY")
+    if not key:
+        raise ConfigError("SEGFLOW_API_KEY: set it to your segflow API key")
+    return key
+
+
+async def _items(args: argparse.Namespace, client: Any) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    if args.csv:
+        with open(args.csv, newline="") as fh:
+            for row in csv.DictReader(fh):
+                item: dict[str, Any] = {"image": row["image"], "prompt": row["prompt"]}
+                if row.get("negative_prompt"):
+                    item["negative_prompt"] = row["negative_prompt"]
+                if row.get("segment_factor"):
+                    item["segment_factor"] = int(row["segment_factor"])
+                items.append(item)
+    for source in args.sources:
+        url = source
+        if not source.startswith(("http://", "https://")):
+            path = Path(source)
+            ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+            url = await client.upload_input(path.read_bytes(), ctype)
+        for prompt in args.prompt or []:
+            items.append({"image": url, "prompt": prompt, "negative_prompt": args.negative_prompt,
+                          "segment_factor": args.segment_factor})
+    if not items:
+        raise ConfigError("nothing to submit: give image files or URLs with --prompt, or --csv")
+    return items
+
+
+async def _submit(args: argparse.Namespace) -> int:
+    from service.apiclient import SegflowClient
+    from service.progress import counts_table, wait_for_batch
+
+    console = Console()
+    async with SegflowClient(args.url, _api_key()) as client:
+        items = await _items(args, client)
+        answer = await client.submit(items, callback_url=args.callback_url, idempotency_key=args.idempotency_key)
+        console.print(f"batch [bold]{answer['batch_id']}[/] accepted: {len(answer['jobs'])} jobs")
+        if args.wait:
+            summary = await wait_for_batch(client, answer["batch_id"], console, timeout_s=args.timeout)
+            console.print(counts_table(f"batch {answer['batch_id']}", summary["counts"]))
+            console.print(f"spend: ${summary['spend_usd']:.2f}")
+            return 0 if summary["done"] >= summary["total"] else 1
+    return 0
+
+
+async def _status(args: argparse.Namespace) -> int:
+    from service.apiclient import SegflowClient
+    from service.progress import counts_table
+
+    console = Console()
+    async with SegflowClient(args.url, _api_key()) as client:
+        summary = await client.batch(args.batch_id)
+    console.print(counts_table(f"batch {args.batch_id}: {summary['done']}/{summary['total']} done",
+                               summary["counts"]))
+    console.print(f"spend: ${summary['spend_usd']:.2f}")
+    return 0
+
+
+async def _results(args: argparse.Namespace) -> int:
+    from rich.progress import track
+
+    from service.apiclient import SegflowClient
+    from service.progress import facts_table
+
+    console = Console()
+    out = Path(args.out)
+    saved = missing = 0
+    async with SegflowClient(args.url, _api_key()) as client:
+        jobs = await client.batch_jobs(args.batch_id)
+        for job in track(jobs, description="downloading masks", console=console):
+            if job["state"] != "succeeded":
+                missing += 1
+                continue
+            await client.save_mask(job["job_id"], out / f"{job['job_id']}.png")
+            saved += 1
+    console.print(facts_table("results", [("masks saved", str(saved)), ("jobs without a mask", str(missing)),
+                                          ("folder", str(out.resolve()))]))
+    return 0
+
+
+# the parser ---------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    from service.sandbox import cli as sandbox_cli
+    from service.workers import ALL_ROLES
+
+    parser = argparse.ArgumentParser(prog="segflow", description=__doc__)
+    parser.add_argument("--config", help="TOML file (default: SEGFLOW_CONFIG, else built-in defaults)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("serve", help="API, webhook receiver and every worker in one process")
+    w = sub.add_parser("worker", help="background roles only, no HTTP")
+    w.add_argument("--role", action="append", choices=ALL_ROLES, required=True)
+    sandbox_cli.add_arguments(sub.add_parser("sandbox", help="the local stand-in for the upstream API"))
+    sub.add_parser("migrate", help="apply pending schema migrations")
+    keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="keys_command", required=True)
+    kc = keys.add_parser("create", help="create an API key for a tenant (printed once)")
+    kc.add_argument("--tenant", required=True)
+    kc.add_argument("--label", default="")
+
+    s = sub.add_parser("submit", help="submit images (files, URLs) or a CSV with prompts")
+    s.add_argument("sources", nargs="*", help="image files or http(s) URLs")
+    s.add_argument("--prompt", action="append", help="what to segment; repeat for several prompts")
+    s.add_argument("--negative-prompt", default="")
+    s.add_argument("--segment-factor", type=int, default=0)
+    s.add_argument("--csv", help="CSV with columns image,prompt[,negative_prompt,segment_factor]")
+    s.add_argument("--callback-url")
+    s.add_argument("--idempotency-key")
+    s.add_argument("--wait", action="store_true", help="show progress until every job is final")
+    s.add_argument("--timeout", type=float, default=3600.0)
+    _client_args(s)
+    st = sub.add_parser("status", help="a batch's progress")
+    st.add_argument("batch_id")
+    _client_args(st)
+    r = sub.add_parser("results", help="download a batch's masks")
+    r.add_argument("batch_id")
+    r.add_argument("--out", required=True)
+    _client_args(r)
+    d = sub.add_parser("demo", help="sandbox + segflow on a fresh SQLite file, a batch end to end")
+    d.add_argument("--jobs-per-image", type=int, default=4)
+    d.add_argument("--seed", type=int, default=7)
+    d.add_argument("--no-faults", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except ConfigError as exc:
+        print(f"segflow: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "sandbox":
+        from service.sandbox import cli as sandbox_cli
+
+        return sandbox_cli.run(sandbox_cli.settings_from_args(args))
+    if args.command == "demo":
+        from service.demo import run_demo
+
+        return asyncio.run(run_demo(jobs_per_image=args.jobs_per_image, seed=args.seed, faults=not args.no_faults))
+    if args.command in ("submit", "status", "results"):
+        handler = {"submit": _submit, "status": _status, "results": _results}[args.command]
+        return asyncio.run(handler(args))
+    settings = _settings(args)
+    _logging(settings)
+    if args.command == "serve":
+        from service.workers import ALL_ROLES
+
+        return asyncio.run(_serve(settings, ALL_ROLES))
+    if args.command == "worker":
+        return asyncio.run(_worker(settings, args.role))
+    if args.command == "migrate":
+        return asyncio.run(_migrate(settings))
+    return asyncio.run(_keys_create(settings, args.tenant, args.label))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

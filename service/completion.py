@@ -1,0 +1,164 @@
+"""The completion path: the one place an upstream snapshot changes a job.
+
+Webhooks and polls are two ways of learning the same fact ("task T is in state S with output O");
+both call `apply_snapshot`, which runs `decide_snapshot` inside the store's write transaction.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+
+from service.context import Services
+from service.states import Event, State
+from service.store.base import Change, DecideFn, JobRow, Outcome, TaskRow, TaskUpsert
+from service.upstream.wire import TaskSnapshot, TaskStatus
+from service.wakeup import Topic
+
+_AWAITING = (State.SUBMITTING, State.UNKNOWN, State.SUBMITTED)
+
+
+class SnapshotRefused(Exception):
+    """The snapshot names a task that cannot belong to this job (or attempt)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotPolicy:
+    """The settings `decide_snapshot` needs; pure values so the decision stays testable."""
+
+    max_attempts: int
+    poll_after_s: float
+    retry_base_s: float
+    retry_max_s: float
+
+
+def decide_snapshot(
+    snap: TaskSnapshot, *, attempt: int | None, source: str, policy: SnapshotPolicy, now: float
+) -> DecideFn:
+    """A decide function for `Store.transition`: what `snap` changes in the job it concerns.
+
+    `attempt` is the attempt the webhook secret proved (None for a poll of the job's own task).
+    """
+
+    def decide(job: JobRow | None, task: TaskRow | None) -> Change | None:
+        if job is None:
+            return None
+        task_attempt = _owning_attempt(job, task, attempt)
+        current = snap.task_id == job.task_id or (
+            task_attempt == job.attempt and job.task_id is None and job.state in (State.SUBMITTING, State.UNKNOWN)
+        )
+        origin = task.origin if task else _origin(job, current)
+        upsert = TaskUpsert(snap.task_id, task_attempt, origin, snap.status.value)
+        detail = {"task_id": snap.task_id, "status": snap.raw_status, "attempt": task_attempt}
+        adopt = {"task_id": snap.task_id} if current and job.task_id is None else {}
+        if job.state not in _AWAITING:
+            # Stale or duplicate: only a task we never heard of is worth writing down (it was paid).
+            return Change(None, source, task=upsert, note="task_recorded", detail=detail) if task is None else None
+        if snap.status is TaskStatus.COMPLETED:
+            return Change(
+                Event.COMPLETED, source,
+                set={**adopt, "output_urls": snap.output_urls, "completed_at": now, "lease_owner": None,
+                     "lease_until": 0.0, "next_check_at": None, "unknown_since": None},
+                task=upsert, detail=detail,
+            )
+        if not current:
+            return Change(None, source, task=upsert, note="task_recorded", detail=detail) if task is None else None
+        if snap.status is TaskStatus.FAILED:
+            return _failure(job, snap, policy, now, source, upsert, detail)
+        if job.state is State.SUBMITTED:
+            return None  # progress on a job already known to be submitted: nothing new
+        return Change(
+            Event.PROGRESS, source,
+            set={**adopt, "submitted_at": job.submitted_at or now, "next_check_at": now + policy.poll_after_s,
+                 "unknown_since": None, "lease_owner": None, "lease_until": None},
+            task=upsert, detail=detail,
+        )
+
+    return decide
+
+
+def _owning_attempt(job: JobRow, task: TaskRow | None, attempt: int | None) -> int:
+    if task is not None:
+        if task.job_id != job.id or (attempt is not None and attempt != task.attempt):
+            raise SnapshotRefused("task belongs to another job or attempt")
+        return task.attempt
+    if attempt is None:
+        raise SnapshotRefused("task unknown to this job")
+    if attempt > job.attempt:
+        raise SnapshotRefused("attempt not started")
+    return attempt
+
+
+def _origin(job: JobRow, current: bool) -> str:
+    if not current:
+        return "orphan"
+    return "adopted" if job.state is State.UNKNOWN else "created"
+
+
+def _failure(
+    job: JobRow, snap: TaskSnapshot, policy: SnapshotPolicy, now: float, source: str,
+    upsert: TaskUpsert, detail: dict[str, object],
+) -> Change:
+    message = (snap.error.message or snap.error.raw_message) if snap.error else "failed upstream"
+    if snap.failure_is_retryable:
+        if job.attempt < policy.max_attempts:
+            delay = retry_delay(job.attempt, policy)
+            return Change(
+                Event.FAILED_RETRYABLE, source,
+                set={"attempt": job.attempt + 1, "task_id": None, "not_before": now + delay,
+                     "next_check_at": None, "unknown_since": None, "lease_owner": None, "lease_until": None,
+                     "error_code": "upstream_rate_limited", "error_message": message},
+                task=upsert, detail={**detail, "retry_in_s": round(delay, 3)},
+            )
+        return Change(Event.ATTEMPTS_EXHAUSTED, source,
+                      set={"error_code": "attempts_exhausted", "error_message": message},
+                      task=upsert, detail=detail)
+    return Change(Event.FAILED_FINAL, source,
+                  set={"error_code": "upstream_failed", "error_message": message}, task=upsert, detail=detail)
+
+
+def retry_delay(attempt: int, policy: SnapshotPolicy) -> float:
+    """Backoff before attempt `attempt + 1` after a retryable failure, with jitter."""
+    ceiling = min(policy.retry_max_s, policy.retry_base_s * 2 ** max(0, attempt - 1))
+    return ceiling / 2 + random.random() * ceiling / 2
+
+
+def policy_of(services: Services) -> SnapshotPolicy:
+    s = services.settings
+    return SnapshotPolicy(s.max_attempts, s.poll_after_s, s.submit_backoff_base_s, s.submit_backoff_max_s)
+
+
+async def apply_snapshot(
+    services: Services, job_id: str, snap: TaskSnapshot, *, attempt: int | None, source: str,
+    otherwise: DecideFn | None = None,
+) -> Outcome:
+    """Apply `snap` to job `job_id` as one compare-and-set; wakes the fetcher on completion.
+
+    `otherwise` decides what to write when the snapshot itself changes nothing (the reconciler
+    reschedules its next poll that way).
+    """
+    decide = decide_snapshot(snap, attempt=attempt, source=source, policy=policy_of(services), now=time.time())
+    if otherwise is not None:
+        first = decide
+
+        def decide(job: JobRow | None, task: TaskRow | None) -> Change | None:
+            return first(job, task) or otherwise(job, task)
+
+    outcome = await services.store.transition(job_id, decide, task_id=snap.task_id)
+    if outcome.applied and outcome.after is not None:
+        record(services, outcome, source)
+    return outcome
+
+
+def record(services: Services, outcome: Outcome, source: str) -> None:
+    """Metrics and wake-ups that follow an applied change."""
+    if not outcome.state_changed or outcome.after is None or outcome.before is None:
+        return
+    after = outcome.after.state
+    services.metrics.transitions.labels(event=after.value, source=source).inc()
+    if after is State.FETCHING:
+        services.wakeup.notify(Topic.FETCH)
+    elif after is State.QUEUED:
+        services.wakeup.notify(Topic.SUBMIT)
+

@@ -1,0 +1,110 @@
+"""Bounded, guarded downloads of mask images from the upstream's output hosts."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+from dataclasses import dataclass
+from urllib.parse import urljoin
+
+import aiohttp
+from PIL import Image
+
+from service.urlguard import UrlRefused, check_url
+
+_MAX_REDIRECTS = 3
+_MAX_PIXELS = 3072 * 3072 * 4
+
+
+class DownloadError(Exception):
+    """Base of download failures."""
+
+
+class DownloadGone(DownloadError):
+    """The output is no longer there (404/410/403): it expired upstream."""
+
+
+class DownloadInvalid(DownloadError):
+    """What came back is not an acceptable image (type, size, content, or a refused URL)."""
+
+
+class DownloadTransient(DownloadError):
+    """A timeout, a connection error or a 5xx: trying again later may work."""
+
+
+@dataclass(frozen=True, slots=True)
+class Downloaded:
+    data: bytes
+    content_type: str
+    sha256: str
+    width: int
+    height: int
+
+
+@dataclass(frozen=True, slots=True)
+class DownloadPolicy:
+    allowed_hosts: frozenset[str] | None
+    allow_private: bool
+    max_bytes: int
+    timeout_s: float
+
+
+async def download_image(session: aiohttp.ClientSession, url: str, policy: DownloadPolicy) -> Downloaded:
+    """Fetch `url` (following at most 3 redirects, each re-checked) and validate it as an image."""
+    timeout = aiohttp.ClientTimeout(total=policy.timeout_s)
+    try:
+        for _ in range(_MAX_REDIRECTS + 1):
+            check_url(url, allowed_hosts=policy.allowed_hosts, allow_private=policy.allow_private,
+                      https_only=not policy.allow_private)
+            async with session.get(url, allow_redirects=False, timeout=timeout) as resp:
+                if resp.status in (301, 302, 303, 307, 308) and "location" in resp.headers:
+                    url = urljoin(url, resp.headers["location"])
+                    continue
+                if resp.status in (403, 404, 410):
+                    raise DownloadGone(f"output answered {resp.status}")
+                if resp.status >= 500 or resp.status == 429:
+                    raise DownloadTransient(f"output host answered {resp.status}")
+                if resp.status != 200:
+                    raise DownloadInvalid(f"output answered {resp.status}")
+                content_type = resp.headers.get("content-type", "").split(";")[0].strip().lower()
+                if not content_type.startswith("image/"):
+                    raise DownloadInvalid(f"content type {content_type or '(none)'} is not an image")
+                if resp.content_length is not None and resp.content_length > policy.max_bytes:
+                    raise DownloadInvalid("output larger than the allowed size")
+                data = await _read_bounded(resp, policy.max_bytes)
+                break
+        else:
+            raise DownloadInvalid("too many redirects")
+    except UrlRefused as exc:
+        raise DownloadInvalid(str(exc)) from None
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        raise DownloadTransient(f"{type(exc).__name__}: {exc}") from None
+    width, height = await asyncio.to_thread(_inspect, data)
+    return Downloaded(data, content_type, hashlib.sha256(data).hexdigest(), width, height)
+
+
+async def _read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    buf = bytearray()
+    async for chunk in resp.content.iter_chunked(65536):
+        buf += chunk
+        if len(buf) > limit:
+            raise DownloadInvalid("output larger than the allowed size")
+    return bytes(buf)
+
+
+def _inspect(data: bytes) -> tuple[int, int]:
+    """Width and height of a PNG or JPEG, after checking it decodes."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if img.format not in ("PNG", "JPEG"):
+                raise DownloadInvalid(f"image format {img.format} not accepted")
+            if img.width * img.height > _MAX_PIXELS:
+                raise DownloadInvalid("image has too many pixels")
+            size = img.size
+            img.verify()
+    except DownloadInvalid:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise DownloadInvalid(f"not a valid image: {exc}") from None
+    return size

@@ -1,0 +1,218 @@
+"""Settings: one object, loaded once from config/segflow.toml and SEGFLOW_* variables, passed down.
+
+Each field lives in a TOML section under a key; its environment variable is SEGFLOW_ + the field
+name in capitals (`database_url` ← `[database] url` ← `SEGFLOW_DATABASE_URL`). Secrets are read only
+from the environment: a secret found in the file stops start-up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the option."""
+
+
+def _opt(section: str, key: str, default: Any, *, secret: bool = False) -> Any:
+    return field(default=default, metadata={"section": section, "key": key, "secret": secret})
+
+
+@dataclass(frozen=True)
+class Settings:
+    # [server]
+    host: str = _opt("server", "host", "127.0.0.1")
+    port: int = _opt("server", "port", 8600)
+    public_url: str = _opt("server", "public_url", "http://127.0.0.1:8600")
+    max_webhook_body: int = _opt("server", "max_webhook_body", 262_144)
+    max_request_body: int = _opt("server", "max_request_body", 4_194_304)
+    log_format: str = _opt("server", "log_format", "console")
+    log_level: str = _opt("server", "log_level", "info")
+    instance_id: str = _opt("server", "instance_id", "")
+    # [database]
+    database_url: str = _opt("database", "url", "sqlite:///.segflow/segflow.db")
+    group_commit_max: int = _opt("database", "group_commit_max", 256)
+    # [upstream]
+    upstream_url: str = _opt("upstream", "url", "http://127.0.0.1:8700")
+    upstream_api_key: str = _opt("upstream", "api_key", "", secret=True)
+    upstream_connect_timeout_s: float = _opt("upstream", "connect_timeout_s", 5.0)
+    upstream_timeout_s: float = _opt("upstream", "timeout_s", 30.0)
+    upstream_service_mode: str = _opt("upstream", "service_mode", "")
+    upstream_is_sandbox: bool = _opt("upstream", "is_sandbox", False)
+    # [jobs]
+    max_attempts: int = _opt("jobs", "max_attempts", 3)
+    max_batch_items: int = _opt("jobs", "max_batch_items", 1000)
+    max_age_s: float = _opt("jobs", "max_age_s", 172_800.0)
+    allow_private_image_urls: bool = _opt("jobs", "allow_private_image_urls", False)
+    # [submitter]
+    max_in_flight: int = _opt("submitter", "max_in_flight", 50)
+    creates_per_s: float = _opt("submitter", "creates_per_s", 10.0)
+    submit_batch: int = _opt("submitter", "batch", 32)
+    submit_concurrency: int = _opt("submitter", "concurrency", 16)
+    submit_lease_s: float = _opt("submitter", "lease_s", 60.0)
+    submit_backoff_base_s: float = _opt("submitter", "backoff_base_s", 2.0)
+    submit_backoff_max_s: float = _opt("submitter", "backoff_max_s", 300.0)
+    submit_interval_s: float = _opt("submitter", "interval_s", 1.0)
+    # [reconciler]
+    reconcile_interval_s: float = _opt("reconciler", "interval_s", 2.0)
+    poll_after_s: float = _opt("reconciler", "poll_after_s", 30.0)
+    poll_backoff_max_s: float = _opt("reconciler", "poll_backoff_max_s", 600.0)
+    adoption_window_s: float = _opt("reconciler", "adoption_window_s", 600.0)
+    reconcile_batch: int = _opt("reconciler", "batch", 200)
+    reconcile_concurrency: int = _opt("reconciler", "concurrency", 8)
+    # [artifacts]
+    artifact_dir: str = _opt("artifacts", "dir", ".segflow/artifacts")
+    artifact_max_bytes: int = _opt("artifacts", "max_bytes", 52_428_800)
+    download_timeout_s: float = _opt("artifacts", "download_timeout_s", 30.0)
+    output_hosts: tuple[str, ...] = _opt("artifacts", "output_hosts", ("img.theapi.app",))
+    fetch_batch: int = _opt("artifacts", "batch", 32)
+    fetch_concurrency: int = _opt("artifacts", "concurrency", 8)
+    fetch_lease_s: float = _opt("artifacts", "lease_s", 120.0)
+    fetch_interval_s: float = _opt("artifacts", "interval_s", 1.0)
+    # [security]: secrets, environment only
+    webhook_keys: tuple[str, ...] = _opt("security", "webhook_keys", (), secret=True)
+    api_keys: tuple[str, ...] = _opt("security", "api_keys", (), secret=True)
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The SQLite file, when the database is SQLite."""
+        if self.database_url.startswith("sqlite:///"):
+            return Path(self.database_url.removeprefix("sqlite:///"))
+        return None
+
+    def __repr__(self) -> str:
+        shown = {
+            f.name: ("[redacted]" if f.metadata["secret"] else getattr(self, f.name))
+            for f in dataclasses.fields(self)
+        }
+        return f"Settings({shown})"
+
+
+def _validate(s: Settings) -> None:
+    for f in dataclasses.fields(s):
+        value = getattr(s, f.name)
+        if f.type in ("int", "float") and isinstance(value, int | float) and value < 0:
+            raise ConfigError(f"{_where(f)}: must not be negative (got {value})")
+    for name in ("max_attempts", "max_in_flight", "submit_batch", "submit_concurrency",
+                 "reconcile_batch", "reconcile_concurrency", "fetch_batch", "fetch_concurrency",
+                 "group_commit_max", "max_batch_items"):
+        if getattr(s, name) < 1:
+            raise ConfigError(f"{_where(_field(name))}: must be at least 1")
+    if s.max_attempts > 8:
+        raise ConfigError(f"{_where(_field('max_attempts'))}: at most 8")
+    for name in ("public_url", "upstream_url"):
+        parts = urlsplit(getattr(s, name))
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"{_where(_field(name))}: must be an http(s) URL")
+    if not (s.database_url.startswith("sqlite:///") or s.database_url.startswith(("postgresql://", "postgres://"))):
+        raise ConfigError(f"{_where(_field('database_url'))}: use sqlite:///PATH or postgresql://…")
+    if s.log_format not in ("console", "json"):
+        raise ConfigError(f"{_where(_field('log_format'))}: 'console' or 'json'")
+    if s.upstream_service_mode not in ("", "public", "private"):
+        raise ConfigError(f"{_where(_field('upstream_service_mode'))}: '', 'public' or 'private'")
+    for key in s.webhook_keys:
+        if len(key) < 16:
+            raise ConfigError("SEGFLOW_WEBHOOK_KEYS: each key must be at least 16 characters")
+    for pair in s.api_keys:
+        tenant, sep, key = pair.partition(":")
+        if not sep or not tenant or len(key) < 16:
+            raise ConfigError("SEGFLOW_API_KEYS: use tenant:key pairs, keys at least 16 characters")
+    for host in s.output_hosts:
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            continue
+        raise ConfigError(f"{_where(_field('output_hosts'))}: list host names, not addresses ({host})")
+
+
+def _field(name: str) -> dataclasses.Field[Any]:
+    return next(f for f in dataclasses.fields(Settings) if f.name == name)
+
+
+def _where(f: dataclasses.Field[Any]) -> str:
+    return f"[{f.metadata['section']}] {f.metadata['key']} (SEGFLOW_{f.name.upper()})"
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Settings from a TOML file (optional), then SEGFLOW_* variables, then explicit overrides."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    file_path = path or environ.get("SEGFLOW_CONFIG")
+    if file_path:
+        values.update(_from_toml(Path(file_path)))
+    for f in dataclasses.fields(Settings):
+        raw = environ.get(f"SEGFLOW_{f.name.upper()}")
+        if raw is not None:
+            values[f.name] = _coerce(f, raw)
+    values.update(overrides)
+    try:
+        return Settings(**values)
+    except TypeError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _from_toml(path: Path) -> dict[str, Any]:
+    try:
+        doc = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    by_place = {(f.metadata["section"], f.metadata["key"]): f for f in dataclasses.fields(Settings)}
+    values: dict[str, Any] = {}
+    for section, table in doc.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: '{section}' must be a [section]")
+        for key, value in table.items():
+            f = by_place.get((section, key))
+            if f is None:
+                raise ConfigError(f"{path}: unknown option [{section}] {key}")
+            if f.metadata["secret"]:
+                raise ConfigError(f"{_where(f)}: a secret; set it in the environment, not the file")
+            values[f.name] = _typed(f, value)
+    return values
+
+
+def _typed(f: dataclasses.Field[Any], value: Any) -> Any:
+    if f.type.startswith("tuple"):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{_where(f)}: a list of strings")
+        return tuple(value)
+    expected = {"int": int, "float": (int, float), "bool": bool, "str": str}[f.type]
+    if not isinstance(value, expected) or (f.type in ("int", "float") and isinstance(value, bool)):
+        raise ConfigError(f"{_where(f)}: expected {f.type}, got {value!r}")
+    return float(value) if f.type == "float" else value
+
+
+def _coerce(f: dataclasses.Field[Any], raw: str) -> Any:
+    try:
+        if f.type.startswith("tuple"):
+            return tuple(p.strip() for p in raw.split(",") if p.strip())
+        if f.type == "bool":
+            if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                raise ValueError(raw)
+            return raw.lower() in ("1", "true", "yes")
+        if f.type == "int":
+            return int(raw)
+        if f.type == "float":
+            return float(raw)
+        return raw
+    except ValueError:
+        shown = "[redacted]" if f.metadata["secret"] else repr(raw)
+        raise ConfigError(f"{_where(f)}: expected {f.type}, got {shown}") from None

@@ -1,0 +1,227 @@
+"""The store interface and its records. SQLite and PostgreSQL implement the same `Store`.
+
+Every change to a job goes through `Store.transition`: the store reads the job (and the upstream
+task a snapshot names) inside its write transaction, asks a pure `decide` function what to change,
+and writes the change as a compare-and-set together with its event-log row. A webhook, a poll and
+another replica racing on one job therefore cannot both win.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from service.states import Event, State
+
+
+class StoreError(Exception):
+    """The store cannot make a write durable right now (the caller answers 503 and retries)."""
+
+
+class IdempotencyConflict(Exception):
+    """An Idempotency-Key was reused with a different request body."""
+
+
+@dataclass(frozen=True, slots=True)
+class JobInput:
+    image: str
+    prompt: str
+    negative_prompt: str = ""
+    segment_factor: int = 0
+    metadata: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobRow:
+    id: str
+    batch_id: str
+    tenant: str
+    seq: int
+    image: str
+    prompt: str
+    negative_prompt: str
+    segment_factor: int
+    metadata: Mapping[str, Any] | None
+    state: State
+    attempt: int
+    task_id: str | None
+    lease_owner: str | None
+    lease_until: float | None
+    not_before: float
+    next_check_at: float | None
+    submit_tries: int
+    poll_count: int
+    submitted_at: float | None
+    unknown_since: float | None
+    completed_at: float | None
+    output_urls: tuple[str, ...]
+    error_code: str | None
+    error_message: str | None
+    pixels: int | None
+    price_usd: float | None
+    created_at: float
+    updated_at: float
+    finished_at: float | None
+
+
+JOB_COLUMNS: tuple[str, ...] = tuple(JobRow.__dataclass_fields__)
+"""Column order of the jobs table as read by both stores."""
+
+MUTABLE_COLUMNS = frozenset(JOB_COLUMNS) - {
+    "id", "batch_id", "tenant", "seq", "image", "prompt", "negative_prompt", "segment_factor",
+    "metadata", "state", "created_at", "updated_at",
+}
+"""Columns a `Change` may set; state and updated_at are the store's own."""
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRow:
+    id: str
+    tenant: str
+    callback_url: str | None
+    idempotency_key: str | None
+    request_hash: str
+    total: int
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class BatchSummary:
+    batch: BatchRow
+    counts: Mapping[str, int]
+    spend_usd: float
+
+    @property
+    def done(self) -> int:
+        return sum(n for s, n in self.counts.items() if State(s).is_terminal)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRow:
+    """One upstream task of a job: created by us, adopted from a webhook, or an orphan duplicate."""
+
+    task_id: str
+    job_id: str
+    attempt: int
+    origin: str
+    status: str
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class TaskUpsert:
+    task_id: str
+    attempt: int
+    origin: str  # created | adopted | orphan
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    id: int
+    job_id: str
+    at: float
+    event: str
+    from_state: str
+    to_state: str
+    source: str
+    detail: Mapping[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactRow:
+    job_id: str
+    idx: int
+    sha256: str
+    bytes: int
+    width: int
+    height: int
+    path: str
+    source_url: str
+    content_type: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What a `decide` function wants done to one job, applied atomically.
+
+    `event` None means the state stays (columns still change); the event log gets a row only when
+    the state changes or `note` is given.
+    """
+
+    event: Event | None
+    source: str
+    set: Mapping[str, Any] = field(default_factory=dict)
+    task: TaskUpsert | None = None
+    artifacts: Sequence[ArtifactRow] = ()
+    detail: Mapping[str, Any] | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The result of `Store.transition`: what the job was and is, and whether anything changed."""
+
+    before: JobRow | None
+    after: JobRow | None
+    applied: bool
+    result: Any = None
+
+    @property
+    def state_changed(self) -> bool:
+        return bool(self.applied and self.before and self.after and self.before.state != self.after.state)
+
+
+class Decision(Protocol):
+    def __call__(self, job: JobRow | None, task: TaskRow | None) -> Change | None: ...
+
+
+class Store(Protocol):
+    """Everything segflow reads and writes. Implementations: SqliteStore, PostgresStore."""
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def ping(self) -> None: ...
+
+    # API keys
+    async def add_api_key(self, tenant: str, key_hash: str, label: str) -> None: ...
+    async def tenant_for_key(self, key_hash: str) -> str | None: ...
+
+    # batches
+    async def create_batch(
+        self, tenant: str, items: Sequence[JobInput], *, callback_url: str | None,
+        idempotency_key: str | None, request_hash: str, now: float,
+    ) -> tuple[BatchRow, list[JobRow], bool]: ...
+    async def get_batch(self, batch_id: str) -> BatchRow | None: ...
+    async def batch_summary(self, batch_id: str) -> BatchSummary | None: ...
+    async def list_batch_jobs(
+        self, batch_id: str, *, state: State | None, after_seq: int, limit: int
+    ) -> list[JobRow]: ...
+
+    # jobs
+    async def get_job(self, job_id: str) -> JobRow | None: ...
+    async def job_tasks(self, job_id: str) -> list[TaskRow]: ...
+    async def job_events(self, job_id: str) -> list[EventRow]: ...
+    async def job_artifacts(self, job_id: str) -> list[ArtifactRow]: ...
+    async def transition(
+        self, job_id: str, decide: Decision, *, task_id: str | None = None
+    ) -> Outcome: ...
+
+    # work claims
+    async def claim_queued(
+        self, owner: str, *, now: float, limit: int, max_in_flight: int, lease_s: float
+    ) -> list[JobRow]: ...
+    async def claim_fetching(self, owner: str, *, now: float, limit: int, lease_s: float) -> list[JobRow]: ...
+    async def claim_due(self, *, now: float, limit: int, hold_s: float) -> list[JobRow]: ...
+    async def stale_leases(self, *, now: float, limit: int) -> list[JobRow]: ...
+    async def aged_jobs(self, *, cutoff: float, limit: int) -> list[JobRow]: ...
+
+    # figures
+    async def job_counts(self) -> Mapping[str, int]: ...
+    async def flow_counts(self) -> Mapping[str, int]: ...
+
+
+DecideFn = Callable[[JobRow | None, TaskRow | None], Change | None]

@@ -1,0 +1,130 @@
+"""Rows in and out of the database, shared by both stores: decoding, and turning a `Change` into the
+parameters of one compare-and-set."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from service.states import State, transition
+from service.store.base import (
+    JOB_COLUMNS,
+    MUTABLE_COLUMNS,
+    ArtifactRow,
+    BatchRow,
+    Change,
+    EventRow,
+    JobInput,
+    JobRow,
+    TaskRow,
+)
+
+__all__ = ["JOB_COLUMNS", "Plan", "batch", "job", "plan"]
+
+_STATES = {s.value: s for s in State}
+
+
+def job(row: Sequence[Any]) -> JobRow:
+    values = list(row)
+    values[8] = orjson.loads(values[8]) if values[8] else None  # metadata
+    values[9] = _STATES[values[9]]  # state
+    values[21] = tuple(orjson.loads(values[21])) if values[21] else ()  # output_urls
+    return JobRow(*values)
+
+
+def batch(row: Sequence[Any]) -> BatchRow:
+    return BatchRow(*row)
+
+
+def batch_params(b: BatchRow) -> tuple[Any, ...]:
+    return (b.id, b.tenant, b.callback_url, b.idempotency_key, b.request_hash, b.total, b.created_at)
+
+
+def new_job_params(job_id: str, b: BatchRow, seq: int, item: JobInput, now: float) -> tuple[Any, ...]:
+    metadata = orjson.dumps(dict(item.metadata)).decode() if item.metadata is not None else None
+    return (job_id, b.id, b.tenant, seq, item.image, item.prompt, item.negative_prompt,
+            item.segment_factor, metadata, now, now)
+
+
+def task(row: Sequence[Any]) -> TaskRow:
+    return TaskRow(*row)
+
+
+def event(row: Sequence[Any]) -> EventRow:
+    values = list(row)
+    values[7] = orjson.loads(values[7]) if values[7] else None
+    return EventRow(*values)
+
+
+def artifact(row: Sequence[Any]) -> ArtifactRow:
+    return ArtifactRow(*row)
+
+
+def flow_counts(row: Sequence[Any]) -> Mapping[str, int]:
+    by_webhook, by_poll, adopted, tasks, jobs_with_tasks, ambiguous = (int(v or 0) for v in row)
+    return {
+        "completed_by_webhook": by_webhook,
+        "completed_by_poll": by_poll,
+        "tasks_adopted": adopted,
+        "tasks_created": tasks,
+        "duplicate_tasks": tasks - jobs_with_tasks,
+        "ambiguous_creates": ambiguous,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """One job's compare-and-set, ready for a driver: SQL is `UPDATE jobs SET state, updated_at,
+    <columns> WHERE id AND state`, parameters in that order."""
+
+    columns: tuple[str, ...]
+    update_params: tuple[Any, ...]
+    task_params: tuple[Any, ...] | None
+    artifact_params: list[tuple[Any, ...]]
+    event_params: tuple[Any, ...] | None
+    after: JobRow
+
+
+def plan(current: JobRow, change: Change, now: float) -> Plan | None:
+    """The writes that apply `change` to `current`, or None when its event does not apply."""
+    to_state = current.state if change.event is None else transition(current.state, change.event)
+    if to_state is None:
+        return None
+    cols = dict(change.set)
+    unknown = set(cols) - MUTABLE_COLUMNS
+    if unknown:
+        raise ValueError(f"not a mutable job column: {sorted(unknown)}")
+    if to_state.is_terminal and to_state != current.state:
+        cols.setdefault("finished_at", now)
+        cols.setdefault("lease_owner", None)
+        cols.setdefault("lease_until", None)
+        cols.setdefault("next_check_at", None)
+    columns = tuple(sorted(cols))
+    encoded = [_encode(c, cols[c]) for c in columns]
+    update_params = (to_state.value, now, *encoded, current.id, current.state.value)
+    task_params = None
+    if change.task is not None:
+        t = change.task
+        task_params = (t.task_id, current.id, t.attempt, t.origin, t.status, now, now)
+    artifact_params = [
+        (a.job_id, a.idx, a.sha256, a.bytes, a.width, a.height, a.path, a.source_url, a.content_type, a.created_at)
+        for a in change.artifacts
+    ]
+    event_params = None
+    if to_state != current.state or change.note:
+        name = change.event.value if change.event is not None else str(change.note)
+        detail = orjson.dumps(dict(change.detail)).decode() if change.detail else None
+        event_params = (current.id, now, name, current.state.value, to_state.value, change.source, detail)
+    typed = {c: (tuple(v) if c == "output_urls" else v) for c, v in cols.items()}
+    after = dataclasses.replace(current, state=to_state, updated_at=now, **typed)
+    return Plan(columns, update_params, task_params, artifact_params, event_params, after)
+
+
+def _encode(column: str, value: Any) -> Any:
+    if column == "output_urls":
+        return orjson.dumps(list(value)).decode()
+    return value

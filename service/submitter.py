@@ -1,0 +1,154 @@
+"""The submitter: claims queued jobs and creates their upstream tasks, within the account's
+concurrency (tasks in flight) and rate (creates per second) limits, never paying twice."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from service.backoff import Backoff
+from service.completion import record
+from service.context import Services
+from service.ratelimit import TokenBucket
+from service.states import Event, State
+from service.store.base import Change, DecideFn, JobRow, TaskRow, TaskUpsert
+from service.upstream.errors import (
+    UpstreamAmbiguous,
+    UpstreamError,
+    UpstreamRateLimited,
+    UpstreamRejected,
+    UpstreamTransient,
+)
+from service.upstream.wire import CreateRequest, TaskSnapshot
+from service.wakeup import Topic
+from service.worker_base import Worker
+
+# A refusal that says the account, not the job, is the problem: wait for an operator, don't fail.
+_ACCOUNT_STATUSES = frozenset({401, 402, 403})
+
+
+class Submitter(Worker):
+    name = "submitter"
+    topic = Topic.SUBMIT
+
+    def __init__(self, services: Services) -> None:
+        super().__init__(services)
+        s = services.settings
+        self.bucket = TokenBucket(s.creates_per_s)
+        self.slots = asyncio.Semaphore(s.submit_concurrency)
+        self.backoff = Backoff(s.submit_backoff_base_s, s.submit_backoff_max_s)
+        self.owner = f"{services.instance_id}:submitter"
+
+    @property
+    def interval(self) -> float:
+        return self.services.settings.submit_interval_s
+
+    async def round(self) -> bool:
+        s = self.services.settings
+        free = s.submit_concurrency - (len(self._inflight))
+        if free <= 0:
+            return False
+        jobs = await self.services.store.claim_queued(
+            self.owner, now=time.time(), limit=min(s.submit_batch, free),
+            max_in_flight=s.max_in_flight, lease_s=s.submit_lease_s,
+        )
+        for job in jobs:
+            self.spawn(self.submit(job))
+        return len(jobs) == min(s.submit_batch, free)
+
+    async def submit(self, job: JobRow) -> None:
+        """Create job's upstream task for its current attempt and record what happened."""
+        log = self.log.bind(job_id=job.id, attempt=job.attempt)
+        async with self.slots:
+            await self.bucket.acquire()
+            request = CreateRequest(
+                image=job.image, prompt=job.prompt, negative_prompt=job.negative_prompt,
+                segment_factor=job.segment_factor,
+                webhook_endpoint=f"{self.services.settings.public_url.rstrip('/')}/webhooks/qubico/{job.id}",
+                webhook_secret=self.services.secrets.derive(job.id, job.attempt),
+                service_mode=self.services.settings.upstream_service_mode,
+            )
+            calls = self.services.metrics.upstream_calls
+            try:
+                snap = await self.services.upstream.create_task(request)
+            except UpstreamError as exc:
+                calls.labels(op="create", result=type(exc).__name__).inc()
+                change = self._on_error(job, exc)
+                log.info("create_failed", error_class=type(exc).__name__, error=str(exc),
+                         event=change.event.value if change.event else None)
+                await self._write(job, lambda cur, _t: change if _same_attempt(cur, job) else None)
+                return
+            calls.labels(op="create", result="ok").inc()
+            log = log.bind(task_id=snap.task_id)
+            outcome = await self._write(job, self._created(job, snap), task_id=snap.task_id)
+            log.info("task_created", state=outcome.value if outcome else None)
+            if outcome is State.CANCELLED:
+                await self._cancel_upstream(snap.task_id)
+
+    def _created(self, claimed: JobRow, snap: TaskSnapshot) -> DecideFn:
+        poll_after = self.services.settings.poll_after_s
+
+        def decide(job: JobRow | None, task: TaskRow | None) -> Change | None:
+            if job is None or job.attempt != claimed.attempt:
+                return None
+            upsert = TaskUpsert(snap.task_id, claimed.attempt, "created", snap.status.value)
+            detail = {"task_id": snap.task_id, "attempt": claimed.attempt}
+            now = time.time()
+            if job.state in (State.SUBMITTING, State.UNKNOWN) and job.task_id is None:
+                return Change(
+                    Event.CREATED if job.state is State.SUBMITTING else Event.PROGRESS, "submitter",
+                    set={"task_id": snap.task_id, "submitted_at": now, "next_check_at": now + poll_after,
+                         "lease_owner": None, "lease_until": None, "unknown_since": None,
+                         "error_code": None, "error_message": None},
+                    task=upsert, detail=detail,
+                )
+            if task is None:
+                # A webhook got here first, or the job was cancelled meanwhile: keep the record.
+                return Change(None, "submitter", task=upsert, note="task_recorded", detail=detail)
+            return None
+
+        return decide
+
+    def _on_error(self, job: JobRow, exc: UpstreamError) -> Change:
+        now = time.time()
+        s = self.services.settings
+        if isinstance(exc, UpstreamAmbiguous):
+            return Change(
+                Event.AMBIGUOUS, "submitter",
+                set={"unknown_since": now, "next_check_at": now + s.adoption_window_s,
+                     "lease_owner": None, "lease_until": None},
+                detail={"error": type(exc).__name__},
+            )
+        if isinstance(exc, UpstreamRejected) and exc.status not in _ACCOUNT_STATUSES:
+            return Change(Event.REJECTED, "submitter",
+                          set={"error_code": "upstream_rejected", "error_message": exc.message[:500]},
+                          detail={"status": exc.status})
+        delay = self.backoff.delay(job.submit_tries)
+        if isinstance(exc, UpstreamRateLimited):
+            delay = max(delay, exc.retry_after or 0.0)
+            self.bucket.pause(exc.retry_after or delay)
+        code = "upstream_account" if isinstance(exc, UpstreamRejected) else (
+            "upstream_rate_limited" if isinstance(exc, UpstreamRateLimited) else "upstream_unavailable")
+        assert isinstance(exc, UpstreamRejected | UpstreamRateLimited | UpstreamTransient)
+        return Change(
+            Event.RETRY_LATER, "submitter",
+            set={"not_before": now + delay, "submit_tries": job.submit_tries + 1, "lease_owner": None,
+                 "lease_until": None, "error_code": code, "error_message": str(exc)[:500]},
+            detail={"retry_in_s": round(delay, 3), "error": type(exc).__name__},
+        )
+
+    async def _write(self, claimed: JobRow, decide: DecideFn, task_id: str | None = None) -> State | None:
+        outcome = await self.services.store.transition(claimed.id, decide, task_id=task_id)
+        record(self.services, outcome, "submitter")
+        return outcome.after.state if outcome.after else None
+
+    async def _cancel_upstream(self, task_id: str) -> None:
+        try:
+            await self.services.upstream.cancel_task(task_id)
+        except UpstreamError as exc:
+            self.log.info("cancel_failed", task_id=task_id, error=str(exc))
+
+
+def _same_attempt(current: JobRow | None, claimed: JobRow) -> bool:
+    return current is not None and current.state is State.SUBMITTING and current.attempt == claimed.attempt
+

@@ -1,0 +1,95 @@
+"""The upstream webhook receiver: POST /webhooks/qubico/{job_id}.
+
+Order of checks, cheapest first, so a flood of bad deliveries never reaches the database: secret
+present (401), body size (413), secret valid for this job under any master key (401), strict
+decoding (400), segment task (400), then the completion path as one durable compare-and-set
+(404 unknown job, 400 foreign task, 503 store down). 200 for accepted, stale and duplicate
+deliveries alike, so the upstream stops retrying.
+"""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+
+from service.completion import SnapshotRefused, apply_snapshot
+from service.context import Services
+from service.store.base import StoreError
+from service.upstream.wire import WireError, decode_webhook
+
+log = structlog.get_logger("segflow.webhooks")
+
+_JSON = "application/json"
+
+
+def _answer(status: int, code: str, services: Services, started: float) -> Response:
+    services.metrics.webhooks.labels(outcome=code).inc()
+    services.metrics.webhook_seconds.observe(time.perf_counter() - started)
+    return Response(b'{"status":"%s"}' % code.encode(), status_code=status, media_type=_JSON)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise _TooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def receive_webhook(request: Request) -> Response:
+    services: Services = request.app.state.services
+    started = time.perf_counter()
+    job_id: str = request.path_params["job_id"]
+    secret = request.headers.get("x-webhook-secret")
+    if not secret:
+        log.info("webhook_rejected", job_id=job_id, reason="missing_secret")
+        return _answer(401, "unauthorized", services, started)
+    try:
+        body = await _read_body(request, services.settings.max_webhook_body)
+    except _TooLarge:
+        log.info("webhook_rejected", job_id=job_id, reason="too_large")
+        return _answer(413, "too_large", services, started)
+    except ClientDisconnect:
+        return _answer(400, "disconnected", services, started)
+    attempt = services.secrets.attempt_of(job_id, secret)
+    if attempt is None:
+        log.info("webhook_rejected", job_id=job_id, reason="wrong_secret")
+        return _answer(401, "unauthorized", services, started)
+    try:
+        delivery = decode_webhook(body)
+    except WireError as exc:
+        log.info("webhook_rejected", job_id=job_id, reason="malformed", error=str(exc))
+        return _answer(400, "malformed", services, started)
+    snap = delivery.task
+    if not snap.is_segment:
+        log.info("webhook_rejected", job_id=job_id, reason="not_segment", model=snap.model, task_type=snap.task_type)
+        return _answer(400, "not_segment", services, started)
+    try:
+        outcome = await apply_snapshot(services, job_id, snap, attempt=attempt, source="webhook")
+    except SnapshotRefused as exc:
+        log.warning("webhook_rejected", job_id=job_id, task_id=snap.task_id, reason="foreign_task", error=str(exc))
+        return _answer(400, "foreign_task", services, started)
+    except StoreError as exc:
+        log.error("webhook_not_durable", job_id=job_id, task_id=snap.task_id, error=str(exc))
+        return _answer(503, "unavailable", services, started)
+    if outcome.before is None:
+        log.info("webhook_rejected", job_id=job_id, reason="unknown_job")
+        return _answer(404, "unknown_job", services, started)
+    if outcome.state_changed and outcome.after is not None:
+        log.info("webhook_applied", job_id=job_id, task_id=snap.task_id, status=snap.raw_status,
+                 state=outcome.after.state.value)
+        return _answer(200, "applied", services, started)
+    return _answer(200, "unchanged", services, started)

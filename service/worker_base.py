@@ -1,0 +1,73 @@
+"""The shape every background worker shares: loop until stopped, do one round, then wait until
+woken or the interval passes; stop() lets in-flight work finish up to a timeout."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Coroutine
+from typing import Any
+
+import structlog
+
+from service.context import Services
+from service.wakeup import Topic
+
+
+class Worker:
+    name = "worker"
+    topic: Topic = Topic.RECONCILE
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.log = structlog.get_logger(f"segflow.{self.name}").bind(instance=services.instance_id)
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._inflight: set[asyncio.Task[Any]] = set()
+
+    @property
+    def interval(self) -> float:
+        raise NotImplementedError
+
+    async def round(self) -> bool:
+        """One round of work; True if there may be more right away."""
+        raise NotImplementedError
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=self.name)
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        self._stopping.set()
+        self.services.wakeup.notify(self.topic)
+        if self._task:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._inflight:
+            _, pending = await asyncio.wait(self._inflight, timeout=timeout)
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run `coro` in the background, tracked so stop() can wait for it."""
+        task = asyncio.create_task(coro)
+        self._inflight.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._inflight.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.log.error("work_item_crashed", error=repr(task.exception()), exc_info=task.exception())
+
+    async def _run(self) -> None:
+        self.log.info("worker_started")
+        while not self._stopping.is_set():
+            more = False
+            try:
+                more = await self.round()
+            except Exception as exc:
+                self.log.error("worker_round_failed", error=repr(exc), exc_info=exc)
+            if not more and not self._stopping.is_set():
+                await self.services.wakeup.wait(self.topic, self.interval)
+        self.log.info("worker_stopped")
