@@ -75,7 +75,7 @@ class Submitter(Worker):
                 calls.labels(op="create", result=type(exc).__name__).inc()
                 change = self._on_error(job, exc)
                 log.info("create_failed", error_class=type(exc).__name__, error=str(exc),
-                         event=change.event.value if change.event else None)
+                         next=change.event.value if change.event else None)
                 await self._write(job, lambda cur, _t: change if _same_attempt(cur, job) else None)
                 return
             calls.labels(op="create", result="ok").inc()

@@ -2,5 +2,8 @@
 
 pytest_plugins = [
     "tests.fixtures.servers",
+    "tests.fixtures.database",
     "tests.fixtures.sandbox",
+    "tests.fixtures.segflow",
+    "tests.fixtures.processes",
 ]

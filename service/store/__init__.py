@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from service.store.base import Store
 
+__all__ = ["Store", "open_store_for"]
+
 
 def open_store_for(database_url: str, *, group_commit_max: int = 256) -> Store:
     """The store implementation a database URL names (not yet opened)."""

@@ -176,7 +176,7 @@ class Outcome:
 
 
 class Decision(Protocol):
-    def __call__(self, job: JobRow | None, task: TaskRow | None) -> Change | None: ...
+    def __call__(self, job: JobRow | None, task: TaskRow | None, /) -> Change | None: ...
 
 
 class Store(Protocol):

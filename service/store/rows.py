@@ -119,7 +119,7 @@ def plan(current: JobRow, change: Change, now: float) -> Plan | None:
         name = change.event.value if change.event is not None else str(change.note)
         detail = orjson.dumps(dict(change.detail)).decode() if change.detail else None
         event_params = (current.id, now, name, current.state.value, to_state.value, change.source, detail)
-    typed = {c: (tuple(v) if c == "output_urls" else v) for c, v in cols.items()}
+    typed: dict[str, Any] = {c: (tuple(v) if c == "output_urls" else v) for c, v in cols.items()}
     after = dataclasses.replace(current, state=to_state, updated_at=now, **typed)
     return Plan(columns, update_params, task_params, artifact_params, event_params, after)
 

@@ -1,0 +1,76 @@
+"""Batch routes: submit a batch, read its progress, list its jobs."""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+from starlette.responses import Response
+
+from service.api import views
+from service.api.bodies import decode_batch, idempotency_key, read_json
+from service.api.endpoint import Call
+from service.api.errors import ApiError, not_found
+from service.api.listing import encode_cursor, parse_listing
+from service.api.responses import json_response
+from service.store.base import BatchRow, IdempotencyConflict
+from service.wakeup import Topic
+
+log = structlog.get_logger("segflow.api")
+
+
+async def create_batch(call: Call) -> Response:
+    """POST /v1/batches: store every job of a valid batch as queued, or nothing at all."""
+    services = call.services
+    key = idempotency_key(call.request)
+    doc = await read_json(call.request, services.settings.max_request_body)
+    request = decode_batch(doc, services.settings)
+    try:
+        batch, jobs, created = await services.store.create_batch(
+            call.tenant,
+            request.items,
+            callback_url=request.callback_url,
+            idempotency_key=key,
+            request_hash=request.request_hash,
+            now=time.time(),
+        )
+    except IdempotencyConflict:
+        raise ApiError(
+            409, "idempotency_conflict", "this Idempotency-Key was used with a different request body"
+        ) from None
+    if created:
+        services.wakeup.notify(Topic.SUBMIT)
+        log.info("batch_created", batch_id=batch.id, jobs=len(jobs))
+    else:
+        log.info("batch_replayed", batch_id=batch.id)
+    # A replay answers as the first call did; the header lets a curious client tell them apart.
+    headers = None if created else {"idempotent-replayed": "true"}
+    return json_response(views.created_view(batch, jobs), status=202, headers=headers)
+
+
+async def get_batch(call: Call) -> Response:
+    """GET /v1/batches/{batch_id}: progress counts and spend."""
+    summary = await call.services.store.batch_summary(call.request.path_params["batch_id"])
+    if summary is None or summary.batch.tenant != call.tenant:
+        raise not_found("batch")
+    return json_response(views.batch_view(summary))
+
+
+async def list_batch_jobs(call: Call) -> Response:
+    """GET /v1/batches/{batch_id}/jobs: one page of the batch's jobs in submission order."""
+    listing = parse_listing(call.request.query_params)
+    batch = await owned_batch(call)
+    # One row more than asked says whether another page exists without a count query.
+    rows = await call.services.store.list_batch_jobs(
+        batch.id, state=listing.state, after_seq=listing.after_seq, limit=listing.limit + 1
+    )
+    page = rows[: listing.limit]
+    next_cursor = encode_cursor(page[-1].seq) if len(rows) > listing.limit else None
+    return json_response({"jobs": [views.job_summary(j) for j in page], "next_cursor": next_cursor})
+
+
+async def owned_batch(call: Call) -> BatchRow:
+    batch = await call.services.store.get_batch(call.request.path_params["batch_id"])
+    if batch is None or batch.tenant != call.tenant:
+        raise not_found("batch")
+    return batch

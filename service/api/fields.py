@@ -1,0 +1,141 @@
+"""Checks for the fields of API bodies. Each check records a `Problem` and returns None when the
+value is unusable, so one pass over a body finds every problem."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Collection, Mapping
+from typing import Any
+
+import orjson
+
+from service.api.errors import Problem
+from service.settings import Settings
+from service.urlguard import check_url, is_public
+
+MAX_URL_CHARS = 2048
+MAX_TEXT_CHARS = 1000
+MAX_METADATA_BYTES = 4096
+SEGMENT_FACTOR_MIN, SEGMENT_FACTOR_MAX = -512, 512
+
+
+class Fields:
+    """Validates fields against the limits in `settings`, collecting problems."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.problems: list[Problem] = []
+
+    def problem(self, path: str, reason: str) -> None:
+        self.problems.append(Problem(path, reason))
+
+    def unknown(self, obj: Mapping[str, Any], allowed: Collection[str], path: str) -> None:
+        for name in sorted(set(obj) - set(allowed)):
+            self.problem(f"{path}.{name}" if path else name, "unknown field")
+
+    def array(self, value: Any, path: str, *, required: bool) -> list[Any] | None:
+        if value is None:
+            if required:
+                self.problem(path, "required")
+            return None
+        if not isinstance(value, list):
+            self.problem(path, "must be an array")
+            return None
+        return value
+
+    def count(self, n: int, path: str) -> bool:
+        """True when `n` jobs fit in one batch."""
+        most = self.settings.max_batch_items
+        if n < 1:
+            self.problem(path, "must hold at least 1 item")
+        elif n > most:
+            self.problem(path, f"makes {n} jobs; a batch holds at most {most}")
+        return 1 <= n <= most
+
+    def text(self, value: Any, path: str, *, required: bool) -> str | None:
+        if value is None and not required:
+            return None
+        if not isinstance(value, str):
+            self.problem(path, "required" if value is None else "must be a string")
+            return None
+        if required and not value.strip():
+            self.problem(path, "must not be empty")
+            return None
+        if len(value) > MAX_TEXT_CHARS:
+            self.problem(path, f"at most {MAX_TEXT_CHARS} characters")
+            return None
+        return value
+
+    def segment_factor(self, value: Any, path: str) -> int | None:
+        if value is None:
+            return None
+        # bool is an int in Python; `true` is never a meaningful segment factor.
+        if not isinstance(value, int) or isinstance(value, bool):
+            self.problem(path, "must be an integer")
+            return None
+        if not SEGMENT_FACTOR_MIN <= value <= SEGMENT_FACTOR_MAX:
+            self.problem(path, f"must be between {SEGMENT_FACTOR_MIN} and {SEGMENT_FACTOR_MAX}")
+            return None
+        return value
+
+    def metadata(self, value: Any, path: str) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            self.problem(path, "must be an object")
+            return None
+        size = len(orjson.dumps(value))
+        if size > MAX_METADATA_BYTES:
+            self.problem(path, f"is {size} bytes as JSON; at most {MAX_METADATA_BYTES}")
+            return None
+        return value
+
+    def image(self, value: Any, path: str) -> str | None:
+        """An absolute http(s) URL the upstream can fetch."""
+        return self._url(value, path, https_only=False, required=True)
+
+    def callback_url(self, value: Any, path: str) -> str | None:
+        """Where batch events are delivered: https, unless running against the local sandbox."""
+        return self._url(value, path, https_only=not self.settings.allow_private_image_urls, required=False)
+
+    def _url(self, value: Any, path: str, *, https_only: bool, required: bool) -> str | None:
+        if value is None and not required:
+            return None
+        if not isinstance(value, str):
+            self.problem(path, "required" if value is None else "must be a string")
+            return None
+        reason = url_problem(
+            value, https_only=https_only, allow_private=self.settings.allow_private_image_urls
+        )
+        if reason is not None:
+            self.problem(path, reason)
+            return None
+        return value
+
+
+def url_problem(url: str, *, https_only: bool, allow_private: bool) -> str | None:
+    """Why `url` is refused, or None when it is acceptable."""
+    if len(url) > MAX_URL_CHARS:
+        return f"at most {MAX_URL_CHARS} characters"
+    if any(c.isspace() or not c.isprintable() for c in url):
+        return "must not contain spaces or control characters"
+    try:
+        parts = check_url(url, allowed_hosts=None, allow_private=allow_private, https_only=https_only)
+        _ = parts.port  # raises ValueError for a port out of range
+    except ValueError as exc:
+        schemes = "https" if https_only else "http(s)"
+        return f"must be an absolute {schemes} URL with a public host ({exc})"
+    host = (parts.hostname or "").rstrip(".")
+    if not allow_private and (host == "localhost" or host.endswith(".localhost") or _private_number(host)):
+        return f"must be an absolute URL with a public host (host {host} is private or loopback)"
+    return None
+
+
+def _private_number(host: str) -> bool:
+    """True for legacy numeric IPv4 spellings (`2130706433`, `0x7f.1`) that name a non-public address;
+    `check_url` reads only the dotted-quad form as an address."""
+    try:
+        address = socket.inet_ntoa(socket.inet_aton(host))
+    except OSError:
+        return False
+    return not is_public(address)

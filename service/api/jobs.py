@@ -1,0 +1,113 @@
+"""Job routes: read a job, its timeline and its mask; cancel it; retry it."""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+from starlette.responses import FileResponse, Response
+
+from service.api import views
+from service.api.endpoint import Call, after_response
+from service.api.errors import ApiError, Problem, invalid, not_found
+from service.api.responses import json_response
+from service.context import Services
+from service.job_actions import ActionRefused, cancel_job, cancel_upstream, retry_job
+from service.store.base import JobRow
+
+log = structlog.get_logger("segflow.api")
+
+_REFUSALS = {
+    "not_cancellable": "the job is {state}: only jobs not yet fetching their mask can be cancelled",
+    "not_retryable": "the job is {state}: only failed jobs can be retried",
+    "retry_limit": "the job has used every attempt it may make",
+}
+
+
+async def get_job(call: Call) -> Response:
+    """GET /v1/jobs/{job_id}: the job with its attempts, timeline and mask."""
+    job = await owned_job(call)
+    return json_response(await full_view(call.services, job))
+
+
+async def job_events(call: Call) -> Response:
+    """GET /v1/jobs/{job_id}/events: the timeline alone."""
+    job = await owned_job(call)
+    events = await call.services.store.job_events(job.id)
+    return json_response({"job_id": job.id, "timeline": [views.event_view(e) for e in events]})
+
+
+async def job_mask(call: Call) -> Response:
+    """GET /v1/jobs/{job_id}/mask: the stored PNG (`?index=` picks another mask of the job)."""
+    index = _mask_index(call.request.query_params.get("index"))
+    job = await owned_job(call)
+    artifacts = await call.services.store.job_artifacts(job.id)
+    found = next((a for a in artifacts if a.idx == index), None)
+    if found is None:
+        raise ApiError(
+            404,
+            "mask_not_ready",
+            f"no mask stored yet; the job is {job.state.value}",
+            [{"state": job.state.value}],
+        )
+    path = call.services.artifacts.resolve(found.path)
+    if not await asyncio.to_thread(path.is_file):
+        # The store says the mask was written durably: its absence is an operator problem.
+        log.error("artifact_missing", job_id=job.id, path=found.path)
+        raise ApiError(
+            404, "mask_missing", "the mask was stored but its file is gone", [{"state": job.state.value}]
+        )
+    return FileResponse(path, media_type="image/png", headers={"cache-control": "private, max-age=86400"})
+
+
+async def cancel(call: Call) -> Response:
+    """POST /v1/jobs/{job_id}/cancel."""
+    try:
+        outcome = await cancel_job(call.services, call.tenant, call.request.path_params["job_id"])
+    except ActionRefused as refused:
+        raise _refusal(refused) from None
+    assert outcome.after is not None and outcome.before is not None  # applied outcomes carry both
+    task_id = outcome.before.task_id
+    # The cancel is durable already; telling the upstream may be slow, so it runs after the answer.
+    later = after_response(cancel_upstream, call.services, task_id) if task_id else None
+    return json_response(await full_view(call.services, outcome.after), background=later)
+
+
+async def retry(call: Call) -> Response:
+    """POST /v1/jobs/{job_id}/retry."""
+    try:
+        outcome = await retry_job(call.services, call.tenant, call.request.path_params["job_id"])
+    except ActionRefused as refused:
+        raise _refusal(refused) from None
+    assert outcome.after is not None
+    return json_response(await full_view(call.services, outcome.after))
+
+
+async def owned_job(call: Call) -> JobRow:
+    job = await call.services.store.get_job(call.request.path_params["job_id"])
+    if job is None or job.tenant != call.tenant:
+        raise not_found("job")
+    return job
+
+
+async def full_view(services: Services, job: JobRow) -> dict[str, object]:
+    store = services.store
+    tasks, events, artifacts = await asyncio.gather(
+        store.job_tasks(job.id), store.job_events(job.id), store.job_artifacts(job.id)
+    )
+    return views.job_view(job, tasks, events, artifacts)
+
+
+def _refusal(refused: ActionRefused) -> ApiError:
+    if refused.code == "not_found" or refused.job is None:
+        return not_found("job")
+    state = refused.job.state.value
+    return ApiError(409, refused.code, _REFUSALS[refused.code].format(state=state), [{"state": state}])
+
+
+def _mask_index(raw: str | None) -> int:
+    if raw is None:
+        return 0
+    if raw.isascii() and raw.isdigit() and len(raw) <= 4:
+        return int(raw)
+    raise invalid([Problem("index", "must be a non-negative integer")])

@@ -1,0 +1,73 @@
+"""Query parameters of list routes: a state filter, a page size and an opaque cursor."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import orjson
+
+from service.api.errors import Problem, invalid
+from service.states import State
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 500
+START = -1  # before the first job's seq (seqs start at 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    state: State | None
+    after_seq: int
+    limit: int
+
+
+def encode_cursor(seq: int) -> str:
+    """The cursor for the page after the job with `seq`; opaque so its form can change."""
+    return base64.urlsafe_b64encode(orjson.dumps({"after": seq})).rstrip(b"=").decode()
+
+
+def parse_listing(query: Mapping[str, str]) -> Listing:
+    """The listing a query asks for; 422 naming every bad parameter."""
+    problems: list[Problem] = []
+    state = _state(query.get("state"), problems)
+    limit = _limit(query.get("limit"), problems)
+    after = _cursor(query.get("cursor"), problems)
+    if problems:
+        raise invalid(problems)
+    return Listing(state, after, limit)
+
+
+def _state(raw: str | None, problems: list[Problem]) -> State | None:
+    if raw is None or raw == "":
+        return None
+    try:
+        return State(raw)
+    except ValueError:
+        problems.append(Problem("state", f"must be one of {', '.join(s.value for s in State)}"))
+        return None
+
+
+def _limit(raw: str | None, problems: list[Problem]) -> int:
+    if raw is None:
+        return DEFAULT_LIMIT
+    if raw.isascii() and raw.isdigit() and 1 <= int(raw) <= MAX_LIMIT:
+        return int(raw)
+    problems.append(Problem("limit", f"must be an integer from 1 to {MAX_LIMIT}"))
+    return DEFAULT_LIMIT
+
+
+def _cursor(raw: str | None, problems: list[Problem]) -> int:
+    if raw is None or raw == "":
+        return START
+    try:
+        decoded = orjson.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+    except (binascii.Error, ValueError):
+        decoded = None
+    after = decoded.get("after") if isinstance(decoded, dict) else None
+    if not isinstance(after, int) or isinstance(after, bool) or after < START:
+        problems.append(Problem("cursor", "not a cursor this API gave out"))
+        return START
+    return after

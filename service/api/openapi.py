@@ -1,0 +1,33 @@
+"""The OpenAPI 3.1 document: written by hand (service/api/openapi.json), served as stored."""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from service.api.endpoint import RequestHandler
+
+DOCUMENT = "openapi.json"
+
+
+def load_document() -> bytes:
+    """The document's bytes, checked to be JSON so a broken edit fails at start-up, not in a client."""
+    raw = resources.files("service.api").joinpath(DOCUMENT).read_bytes()
+    orjson.loads(raw)
+    return raw
+
+
+def document() -> dict[str, Any]:
+    parsed: dict[str, Any] = orjson.loads(load_document())
+    return parsed
+
+
+def openapi_route(raw: bytes) -> RequestHandler:
+    async def serve(_request: Request) -> Response:
+        return Response(raw, media_type="application/json")
+
+    return serve

@@ -1,0 +1,33 @@
+"""The API's route table: every path, its method and whether it needs a key."""
+
+from __future__ import annotations
+
+from starlette.routing import BaseRoute, Route
+
+from service.api import batches, jobs, ops
+from service.api.auth import Authenticator
+from service.api.endpoint import CallHandler, authed, guarded
+from service.api.openapi import load_document, openapi_route
+
+
+def api_routes() -> list[BaseRoute]:
+    """Routes of the public REST API, ops probes and the OpenAPI document."""
+    auth = Authenticator()  # one per route table, so each app has its own key cache
+
+    def v1(path: str, method: str, handler: CallHandler) -> Route:
+        return Route(path, authed(auth, handler), methods=[method], name=handler.__name__)
+
+    return [
+        v1("/v1/batches", "POST", batches.create_batch),
+        v1("/v1/batches/{batch_id}", "GET", batches.get_batch),
+        v1("/v1/batches/{batch_id}/jobs", "GET", batches.list_batch_jobs),
+        v1("/v1/jobs/{job_id}", "GET", jobs.get_job),
+        v1("/v1/jobs/{job_id}/mask", "GET", jobs.job_mask),
+        v1("/v1/jobs/{job_id}/events", "GET", jobs.job_events),
+        v1("/v1/jobs/{job_id}/cancel", "POST", jobs.cancel),
+        v1("/v1/jobs/{job_id}/retry", "POST", jobs.retry),
+        Route("/healthz", guarded(ops.healthz), methods=["GET"], name="healthz"),
+        Route("/readyz", guarded(ops.readyz), methods=["GET"], name="readyz"),
+        Route("/metrics", guarded(ops.metrics), methods=["GET"], name="metrics"),
+        Route("/openapi.json", guarded(openapi_route(load_document())), methods=["GET"], name="openapi"),
+    ]

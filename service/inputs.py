@@ -1,0 +1,76 @@
+"""Input images uploaded by clients (`segflow submit photo.jpg`): stored under their sha256 and
+served at {public_url}/inputs/<sha256>.<ext>, so the upstream can fetch them like any image URL.
+
+The name is the content's hash: unguessable without the image, and the same image uploaded twice
+is stored once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import re
+
+from PIL import Image
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+
+from service.api.endpoint import Call
+from service.api.errors import ApiError
+from service.api.responses import json_response
+from service.context import Services
+
+MAX_INPUT_BYTES = 20 * 1024 * 1024
+MAX_SIDE = 3072
+_NAME = re.compile(r"^[0-9a-f]{64}\.(png|jpg)$")
+_FORMATS = {"PNG": ("png", "image/png"), "JPEG": ("jpg", "image/jpeg")}
+
+
+def _inspect(data: bytes) -> tuple[str, str] | str:
+    """(extension, content type) of an acceptable image, or the reason it is not."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            kind = _FORMATS.get(img.format or "")
+            if kind is None:
+                return f"format {img.format} not accepted: JPG or PNG"
+            if max(img.size) > MAX_SIDE:
+                return f"image is {img.width}x{img.height}; each side must be at most {MAX_SIDE} px"
+            img.verify()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return "not a readable JPG or PNG image"
+    return kind
+
+
+async def upload_input(call: Call) -> Response:
+    """POST /v1/inputs: the image bytes as the body; answers 201 with the URL to submit."""
+    request, services = call.request, call.services
+    too_large = ApiError(413, "too_large", f"images up to {MAX_INPUT_BYTES} bytes")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_INPUT_BYTES:
+        raise too_large
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > MAX_INPUT_BYTES:
+            raise too_large
+    kind = await asyncio.to_thread(_inspect, bytes(data))
+    if isinstance(kind, str):
+        raise ApiError(422, "invalid_image", kind, [{"path": "body", "reason": kind}])
+    ext, ctype = kind
+    name = f"{hashlib.sha256(data).hexdigest()}.{ext}"
+    await services.artifacts.put(f"inputs/{name}", bytes(data))
+    url = f"{services.settings.public_url.rstrip('/')}/inputs/{name}"
+    return json_response({"url": url, "content_type": ctype, "bytes": len(data)}, 201)
+
+
+async def serve_input(request: Request) -> Response:
+    """GET /inputs/<sha256>.<ext>: public, so the upstream can fetch it; the name is the secret."""
+    services: Services = request.app.state.services
+    name = request.path_params["name"]
+    if not _NAME.match(name):
+        raise ApiError(404, "not_found", "no such input")
+    path = services.artifacts.resolve(f"inputs/{name}")
+    if not path.is_file():
+        raise ApiError(404, "not_found", "no such input")
+    return FileResponse(path, media_type="image/png" if name.endswith(".png") else "image/jpeg")

@@ -1,0 +1,124 @@
+"""A sandbox task: its state, and its JSON exactly as the real service shows it."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from service.sandbox.images import InputImage
+from service.sandbox.wire import MODEL, TASK_TYPE, CreateRequest
+
+ZERO_TIME = "0001-01-01T00:00:00Z"
+FINAL_STATUSES = frozenset({"completed", "failed"})
+# Usage is reported in an undocumented unit; the example's 100000 for a $0.01 task suggests 1e-7 USD.
+CONSUME_PER_USD = 10_000_000
+
+
+@dataclass(frozen=True)
+class TaskError:
+    code: int
+    message: str
+    logs: tuple[str, ...]
+
+
+RATE_LIMITED = TaskError(10000, "too many requests", ("too many requests, please retry later",))
+MODEL_FAILED = TaskError(10000, "segmentation failed: the model returned no mask", ("segmentation failed",))
+CANCELLED = TaskError(10000, "task cancelled by user", ("task cancelled",))
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def rfc3339(moment: datetime | None) -> str:
+    """RFC 3339 with offset; an unset time is the zero time, as the real service writes it."""
+    return ZERO_TIME if moment is None else moment.isoformat(timespec="microseconds")
+
+
+@dataclass
+class SandboxTask:
+    task_id: str
+    key: str  # the stable decision key (request fingerprint and ordinal), see engine.decision_key
+    owner: str  # the API key that created it; other keys get 404, as another account would
+    request: CreateRequest
+    image: InputImage
+    price_usd: float
+    created_at: datetime = field(default_factory=now)
+    created_mono: float = 0.0
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    status: str = "pending"
+    output_url: str | None = None
+    error: TaskError | None = None
+    consume: int = 0
+    mask_sha256: str | None = None
+    create_response: str = "sent"  # "sent", "lost" or "held": what its create answer suffered
+    faults: list[str] = field(default_factory=list)
+    webhook_attempts: int = 0
+    webhooks_delivered: int = 0
+    get_count: int = 0
+    runner: asyncio.Task[None] | None = None
+    # Set once the terminal webhook is settled, so a reordered `processing` one can follow it.
+    terminal_webhook_done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+    def to_json(self) -> dict[str, Any]:
+        """The task object of GET and webhooks."""
+        output = None
+        if self.output_url is not None:
+            output = {"image_url": self.output_url, "image_urls": [self.output_url]}
+        error = self.error
+        return {
+            "task_id": self.task_id,
+            "model": MODEL,
+            "task_type": TASK_TYPE,
+            "status": self.status,
+            "config": self.request.config_echo(),
+            "input": self.request.input_echo(),
+            "output": output,
+            "meta": {
+                "created_at": rfc3339(self.created_at),
+                "started_at": rfc3339(self.started_at),
+                "ended_at": rfc3339(self.ended_at),
+                "usage": {"type": "llm", "frozen": 0, "consume": self.consume},
+                "is_using_private_pool": False,
+            },
+            "detail": None,
+            "logs": list(error.logs) if error else [],
+            "error": {
+                "code": error.code if error else 0,
+                "raw_message": error.message if error else "",
+                "message": error.message if error else "",
+                "detail": None,
+            },
+        }
+
+    def summary(self) -> dict[str, Any]:
+        """One row of GET /_sandbox/tasks: what tests compare against (never the secret)."""
+        return {
+            "task_id": self.task_id,
+            "status": self.status,
+            "webhook_endpoint": self.request.webhook_endpoint,
+            "image": self.request.image,
+            "prompt": self.request.prompt,
+            "negative_prompt": self.request.negative_prompt,
+            "segment_factor": self.request.segment_factor,
+            "created_at": rfc3339(self.created_at),
+            "ended_at": rfc3339(self.ended_at),
+            "width": self.image.width,
+            "height": self.image.height,
+            "pixels": self.image.pixels,
+            "price_usd": self.price_usd,
+            "output_url": self.output_url,
+            "mask_sha256": self.mask_sha256,
+            "error_message": self.error.message if self.error else "",
+            "create_response": self.create_response,
+            "webhook_attempts": self.webhook_attempts,
+            "webhooks_delivered": self.webhooks_delivered,
+            "faults": list(self.faults),
+        }
