@@ -31,8 +31,15 @@ class SegflowClient:
     async def close(self) -> None:
         await self._session.close()
 
-    async def _call(self, method: str, path: str, *, json: Any = None, headers: Mapping[str, str] | None = None,
-                    data: bytes | None = None) -> Any:
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        data: bytes | None = None,
+    ) -> Any:
         body = orjson.dumps(json) if json is not None else data
         h = {**self._headers, **(headers or {})}
         if json is not None:
@@ -43,8 +50,13 @@ class SegflowClient:
                 raise ApiError(resp.status, raw.decode(errors="replace"))
             return orjson.loads(raw) if raw else None
 
-    async def submit(self, items: Sequence[Mapping[str, Any]], *, callback_url: str | None = None,
-                     idempotency_key: str | None = None) -> Any:
+    async def submit(
+        self,
+        items: Sequence[Mapping[str, Any]],
+        *,
+        callback_url: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Any:
         payload: dict[str, Any] = {"items": list(items)}
         if callback_url:
             payload["callback_url"] = callback_url

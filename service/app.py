@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Sequence
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from service.api import api_routes
+from service.api import api_routes, exception_handlers
 from service.context import Services
 from service.webhooks import receive_webhook
 from service.workers import Roles
@@ -30,6 +30,6 @@ def create_app(services: Services, *, roles: Sequence[str] = ()) -> Starlette:
         Route("/webhooks/qubico/{job_id}", receive_webhook, methods=["POST"]),
         *api_routes(),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=exception_handlers())
     app.state.services = services
     return app

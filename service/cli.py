@@ -24,11 +24,15 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _logging(settings: Settings) -> None:
     from service.logs import configure_logging
 
-    configure_logging(settings.log_format, settings.log_level,
-                      secrets=[*settings.webhook_keys, *settings.api_keys, settings.upstream_api_key])
+    configure_logging(
+        settings.log_format,
+        settings.log_level,
+        secrets=[*settings.webhook_keys, *settings.api_keys, settings.upstream_api_key],
+    )
 
 
 # serve / worker / migrate / keys ------------------------------------------------------------
+
 
 async def _serve(settings: Settings, roles: Sequence[str]) -> int:
     import uvicorn
@@ -39,8 +43,15 @@ async def _serve(settings: Settings, roles: Sequence[str]) -> int:
     services = await open_services(settings)
     try:
         app = create_app(services, roles=roles)
-        config = uvicorn.Config(app, host=settings.host, port=settings.port, access_log=False, log_config=None,
-                                lifespan="on", timeout_graceful_shutdown=10)
+        config = uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            access_log=False,
+            log_config=None,
+            lifespan="on",
+            timeout_graceful_shutdown=10,
+        )
         await uvicorn.Server(config).serve()
     finally:
         await services.close()
@@ -96,9 +107,13 @@ async def _keys_create(settings: Settings, tenant: str, label: str) -> int:
 
 # submit / status / results ------------------------------------------------------------------
 
+
 def _client_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--url", default=os.environ.get("SEGFLOW_API_URL", "http://127.0.0.1:8600"),
-                   help="segflow base URL (SEGFLOW_API_URL)")
+    p.add_argument(
+        "--url",
+        default=os.environ.get("SEGFLOW_API_URL", "http://127.0.0.1:8600"),
+        help="segflow base URL (SEGFLOW_API_URL)",
+    )
 
 
 def _api_key() -> str:
@@ -126,8 +141,14 @@ async def _items(args: argparse.Namespace, client: Any) -> list[dict[str, Any]]:
             ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
             url = await client.upload_input(path.read_bytes(), ctype)
         for prompt in args.prompt or []:
-            items.append({"image": url, "prompt": prompt, "negative_prompt": args.negative_prompt,
-                          "segment_factor": args.segment_factor})
+            items.append(
+                {
+                    "image": url,
+                    "prompt": prompt,
+                    "negative_prompt": args.negative_prompt,
+                    "segment_factor": args.segment_factor,
+                }
+            )
     if not items:
         raise ConfigError("nothing to submit: give image files or URLs with --prompt, or --csv")
     return items
@@ -140,7 +161,9 @@ async def _submit(args: argparse.Namespace) -> int:
     console = Console()
     async with SegflowClient(args.url, _api_key()) as client:
         items = await _items(args, client)
-        answer = await client.submit(items, callback_url=args.callback_url, idempotency_key=args.idempotency_key)
+        answer = await client.submit(
+            items, callback_url=args.callback_url, idempotency_key=args.idempotency_key
+        )
         console.print(f"batch [bold]{answer['batch_id']}[/] accepted: {len(answer['jobs'])} jobs")
         if args.wait:
             summary = await wait_for_batch(client, answer["batch_id"], console, timeout_s=args.timeout)
@@ -157,8 +180,9 @@ async def _status(args: argparse.Namespace) -> int:
     console = Console()
     async with SegflowClient(args.url, _api_key()) as client:
         summary = await client.batch(args.batch_id)
-    console.print(counts_table(f"batch {args.batch_id}: {summary['done']}/{summary['total']} done",
-                               summary["counts"]))
+    console.print(
+        counts_table(f"batch {args.batch_id}: {summary['done']}/{summary['total']} done", summary["counts"])
+    )
     console.print(f"spend: ${summary['spend_usd']:.2f}")
     return 0
 
@@ -180,12 +204,21 @@ async def _results(args: argparse.Namespace) -> int:
                 continue
             await client.save_mask(job["job_id"], out / f"{job['job_id']}.png")
             saved += 1
-    console.print(facts_table("results", [("masks saved", str(saved)), ("jobs without a mask", str(missing)),
-                                          ("folder", str(out.resolve()))]))
+    console.print(
+        facts_table(
+            "results",
+            [
+                ("masks saved", str(saved)),
+                ("jobs without a mask", str(missing)),
+                ("folder", str(out.resolve())),
+            ],
+        )
+    )
     return 0
 
 
 # the parser ---------------------------------------------------------------------------------
+
 
 def build_parser() -> argparse.ArgumentParser:
     from service.sandbox import cli as sandbox_cli
@@ -224,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", required=True)
     _client_args(r)
     d = sub.add_parser("demo", help="sandbox + segflow on a fresh SQLite file, a batch end to end")
-    d.add_argument("--jobs-per-image", type=int, default=4)
+    d.add_argument("--jobs-per-image", type=int, default=6, help="prompts per sample image (1..6)")
     d.add_argument("--seed", type=int, default=7)
     d.add_argument("--no-faults", action="store_true")
     return parser
@@ -249,7 +282,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from service.demo import run_demo
 
-        return asyncio.run(run_demo(jobs_per_image=args.jobs_per_image, seed=args.seed, faults=not args.no_faults))
+        return asyncio.run(
+            run_demo(jobs_per_image=args.jobs_per_image, seed=args.seed, faults=not args.no_faults)
+        )
     if args.command in ("submit", "status", "results"):
         handler = {"submit": _submit, "status": _status, "results": _results}[args.command]
         return asyncio.run(handler(args))

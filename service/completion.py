@@ -46,7 +46,9 @@ def decide_snapshot(
             return None
         task_attempt = _owning_attempt(job, task, attempt)
         current = snap.task_id == job.task_id or (
-            task_attempt == job.attempt and job.task_id is None and job.state in (State.SUBMITTING, State.UNKNOWN)
+            task_attempt == job.attempt
+            and job.task_id is None
+            and job.state in (State.SUBMITTING, State.UNKNOWN)
         )
         origin = task.origin if task else _origin(job, current)
         upsert = TaskUpsert(snap.task_id, task_attempt, origin, snap.status.value)
@@ -54,25 +56,50 @@ def decide_snapshot(
         adopt = {"task_id": snap.task_id} if current and job.task_id is None else {}
         if job.state not in _AWAITING:
             # Stale or duplicate: only a task we never heard of is worth writing down (it was paid).
-            return Change(None, source, task=upsert, note="task_recorded", detail=detail) if task is None else None
+            return (
+                Change(None, source, task=upsert, note="task_recorded", detail=detail)
+                if task is None
+                else None
+            )
         if snap.status is TaskStatus.COMPLETED:
             return Change(
-                Event.COMPLETED, source,
-                set={**adopt, "output_urls": snap.output_urls, "completed_at": now, "lease_owner": None,
-                     "lease_until": 0.0, "next_check_at": None, "unknown_since": None},
-                task=upsert, detail=detail,
+                Event.COMPLETED,
+                source,
+                set={
+                    **adopt,
+                    "output_urls": snap.output_urls,
+                    "completed_at": now,
+                    "lease_owner": None,
+                    "lease_until": 0.0,
+                    "next_check_at": None,
+                    "unknown_since": None,
+                },
+                task=upsert,
+                detail=detail,
             )
         if not current:
-            return Change(None, source, task=upsert, note="task_recorded", detail=detail) if task is None else None
+            return (
+                Change(None, source, task=upsert, note="task_recorded", detail=detail)
+                if task is None
+                else None
+            )
         if snap.status is TaskStatus.FAILED:
             return _failure(job, snap, policy, now, source, upsert, detail)
         if job.state is State.SUBMITTED:
             return None  # progress on a job already known to be submitted: nothing new
         return Change(
-            Event.PROGRESS, source,
-            set={**adopt, "submitted_at": job.submitted_at or now, "next_check_at": now + policy.poll_after_s,
-                 "unknown_since": None, "lease_owner": None, "lease_until": None},
-            task=upsert, detail=detail,
+            Event.PROGRESS,
+            source,
+            set={
+                **adopt,
+                "submitted_at": job.submitted_at or now,
+                "next_check_at": now + policy.poll_after_s,
+                "unknown_since": None,
+                "lease_owner": None,
+                "lease_until": None,
+            },
+            task=upsert,
+            detail=detail,
         )
 
     return decide
@@ -97,30 +124,54 @@ def _origin(job: JobRow, current: bool) -> str:
 
 
 def _failure(
-    job: JobRow, snap: TaskSnapshot, policy: SnapshotPolicy, now: float, source: str,
-    upsert: TaskUpsert, detail: dict[str, object],
+    job: JobRow,
+    snap: TaskSnapshot,
+    policy: SnapshotPolicy,
+    now: float,
+    source: str,
+    upsert: TaskUpsert,
+    detail: dict[str, object],
 ) -> Change:
     message = (snap.error.message or snap.error.raw_message) if snap.error else "failed upstream"
     if snap.failure_is_retryable:
         if job.attempt < policy.max_attempts:
             delay = retry_delay(job.attempt, policy)
             return Change(
-                Event.FAILED_RETRYABLE, source,
-                set={"attempt": job.attempt + 1, "task_id": None, "not_before": now + delay,
-                     "next_check_at": None, "unknown_since": None, "lease_owner": None, "lease_until": None,
-                     "error_code": "upstream_rate_limited", "error_message": message},
-                task=upsert, detail={**detail, "retry_in_s": round(delay, 3)},
+                Event.FAILED_RETRYABLE,
+                source,
+                set={
+                    "attempt": job.attempt + 1,
+                    "task_id": None,
+                    "not_before": now + delay,
+                    "next_check_at": None,
+                    "unknown_since": None,
+                    "lease_owner": None,
+                    "lease_until": None,
+                    "error_code": "upstream_rate_limited",
+                    "error_message": message,
+                },
+                task=upsert,
+                detail={**detail, "retry_in_s": round(delay, 3)},
             )
-        return Change(Event.ATTEMPTS_EXHAUSTED, source,
-                      set={"error_code": "attempts_exhausted", "error_message": message},
-                      task=upsert, detail=detail)
-    return Change(Event.FAILED_FINAL, source,
-                  set={"error_code": "upstream_failed", "error_message": message}, task=upsert, detail=detail)
+        return Change(
+            Event.ATTEMPTS_EXHAUSTED,
+            source,
+            set={"error_code": "attempts_exhausted", "error_message": message},
+            task=upsert,
+            detail=detail,
+        )
+    return Change(
+        Event.FAILED_FINAL,
+        source,
+        set={"error_code": "upstream_failed", "error_message": message},
+        task=upsert,
+        detail=detail,
+    )
 
 
 def retry_delay(attempt: int, policy: SnapshotPolicy) -> float:
     """Backoff before attempt `attempt + 1` after a retryable failure, with jitter."""
-    ceiling = min(policy.retry_max_s, policy.retry_base_s * 2 ** max(0, attempt - 1))
+    ceiling = min(policy.retry_max_s, policy.retry_base_s * 2.0 ** max(0, attempt - 1))
     return ceiling / 2 + random.random() * ceiling / 2
 
 
@@ -130,7 +181,12 @@ def policy_of(services: Services) -> SnapshotPolicy:
 
 
 async def apply_snapshot(
-    services: Services, job_id: str, snap: TaskSnapshot, *, attempt: int | None, source: str,
+    services: Services,
+    job_id: str,
+    snap: TaskSnapshot,
+    *,
+    attempt: int | None,
+    source: str,
     otherwise: DecideFn | None = None,
 ) -> Outcome:
     """Apply `snap` to job `job_id` as one compare-and-set; wakes the fetcher on completion.
@@ -138,7 +194,9 @@ async def apply_snapshot(
     `otherwise` decides what to write when the snapshot itself changes nothing (the reconciler
     reschedules its next poll that way).
     """
-    decide = decide_snapshot(snap, attempt=attempt, source=source, policy=policy_of(services), now=time.time())
+    decide = decide_snapshot(
+        snap, attempt=attempt, source=source, policy=policy_of(services), now=time.time()
+    )
     if otherwise is not None:
         first = decide
 
@@ -161,4 +219,3 @@ def record(services: Services, outcome: Outcome, source: str) -> None:
         services.wakeup.notify(Topic.FETCH)
     elif after is State.QUEUED:
         services.wakeup.notify(Topic.SUBMIT)
-

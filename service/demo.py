@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from rich.console import Console
 from service.apiclient import SegflowClient
 from service.app import create_app
 from service.context import Services, open_services
+from service.invariants import Report, check_run
 from service.logs import configure_logging
 from service.progress import counts_table, facts_table, wait_for_batch
 from service.sandbox.app import create_sandbox_app
@@ -26,63 +27,102 @@ from service.workers import ALL_ROLES
 PROMPTS = ("person", "car,road", "sky", "tree,grass", "building", "dog")
 
 DEMO_FAULTS = FaultSettings(
-    webhook_drop=0.25, webhook_duplicate=0.1, webhook_reorder=0.1, webhook_delay=0.1,
-    create_lost=0.08, create_5xx=0.05, burst_429=0.03, task_fail_retryable=0.05, get_5xx=0.05,
-    webhook_delay_s=1.0, burst_429_retry_after_s=0.5,
+    webhook_drop=0.25,
+    webhook_duplicate=0.1,
+    webhook_reorder=0.1,
+    webhook_delay=0.1,
+    create_lost=0.08,
+    create_5xx=0.05,
+    burst_429=0.03,
+    task_fail_retryable=0.05,
+    get_5xx=0.05,
+    webhook_delay_s=1.0,
+    burst_429_retry_after_s=0.5,
 )
 
 
 def demo_settings(workdir: Path, segflow_url: str, sandbox_url: str, api_key: str) -> Settings:
     """segflow tuned for a short demo: quick polls and a short adoption window."""
     return Settings(
-        public_url=segflow_url, database_url=f"sqlite:///{workdir / 'segflow.db'}",
-        artifact_dir=str(workdir / "artifacts"), upstream_url=sandbox_url, upstream_api_key="sandbox-key",
-        upstream_is_sandbox=True, allow_private_image_urls=True, upstream_timeout_s=3.0,
-        webhook_keys=(secrets.token_urlsafe(32),), api_keys=(f"demo:{api_key}",),
-        poll_after_s=3.0, poll_backoff_max_s=5.0, adoption_window_s=5.0, reconcile_interval_s=0.5,
-        submit_interval_s=0.2, fetch_interval_s=0.2, submit_backoff_base_s=0.5, submit_backoff_max_s=3.0,
-        creates_per_s=40.0, max_in_flight=40, log_level="warning",
+        public_url=segflow_url,
+        database_url=f"sqlite:///{workdir / 'segflow.db'}",
+        artifact_dir=str(workdir / "artifacts"),
+        upstream_url=sandbox_url,
+        upstream_api_key="sandbox-key",
+        upstream_is_sandbox=True,
+        allow_private_image_urls=True,
+        upstream_timeout_s=3.0,
+        webhook_keys=(secrets.token_urlsafe(32),),
+        api_keys=(f"demo:{api_key}",),
+        poll_after_s=3.0,
+        poll_backoff_max_s=5.0,
+        adoption_window_s=5.0,
+        reconcile_interval_s=0.5,
+        submit_interval_s=0.2,
+        fetch_interval_s=0.2,
+        submit_backoff_base_s=0.5,
+        submit_backoff_max_s=3.0,
+        creates_per_s=40.0,
+        max_in_flight=40,
+        log_level="warning",
     )
 
 
-async def run_demo(*, jobs_per_image: int = 4, seed: int = 7, faults: bool = True) -> int:
+async def run_demo(*, jobs_per_image: int = 6, seed: int = 7, faults: bool = True) -> int:
     console = Console()
     workdir = Path(".segflow") / time.strftime("demo-%Y%m%d-%H%M%S")
     workdir.mkdir(parents=True, exist_ok=True)
     configure_logging("console", "warning")
+    sandbox_sock = bind_socket()
+    sandbox_port = sandbox_sock.getsockname()[1]
     sandbox_settings = SandboxSettings(
-        seed=seed, latency_min_s=0.3, latency_max_s=2.0, webhook_retry_interval_s=0.5,
+        port=sandbox_port,
+        public_url=f"http://127.0.0.1:{sandbox_port}",
+        seed=seed,
+        latency_min_s=0.3,
+        latency_max_s=2.0,
+        webhook_retry_interval_s=0.5,
         faults=DEMO_FAULTS if faults else FaultSettings(),
     )
     api_key = secrets.token_urlsafe(24)
     segflow_sock = bind_socket()
-    segflow_url = "http://127.0.0.1:%d" % segflow_sock.getsockname()[1]
-    async with serve_in_loop(create_sandbox_app(sandbox_settings)) as sandbox_url:
+    segflow_url = f"http://127.0.0.1:{segflow_sock.getsockname()[1]}"
+    async with serve_in_loop(create_sandbox_app(sandbox_settings), sock=sandbox_sock) as sandbox_url:
         settings = demo_settings(workdir, segflow_url, sandbox_url, api_key)
         services = await open_services(settings)
         try:
             async with serve_in_loop(create_app(services, roles=ALL_ROLES), sock=segflow_sock):
-                console.print(f"[bold]segflow demo[/]  sandbox {sandbox_url} (synthetic masks)  "
-                              f"segflow {segflow_url}  data {workdir}")
+                console.print(
+                    f"[bold]segflow demo[/]  sandbox {sandbox_url} (synthetic masks)  "
+                    f"segflow {segflow_url}  data {workdir}"
+                )
                 if faults:
-                    on = {k: v for k, v in sandbox_settings.faults.as_dict().items()
-                          if k in FAULT_KINDS and v}
+                    on = {
+                        k: v for k, v in sandbox_settings.faults.as_dict().items() if k in FAULT_KINDS and v
+                    }
                     console.print("sandbox faults on: " + ", ".join(f"{k} {v:.0%}" for k, v in on.items()))
                 async with SegflowClient(segflow_url, api_key) as client:
                     images = await _sample_images(sandbox_url)
                     items = [{"image": url, "prompt": p} for url in images for p in PROMPTS[:jobs_per_image]]
                     batch = await client.submit(items, idempotency_key=f"demo-{seed}-{workdir.name}")
-                    console.print(f"batch {batch['batch_id']}: {len(items)} jobs "
-                                  f"({len(images)} images x {jobs_per_image} prompts)")
+                    console.print(
+                        f"batch {batch['batch_id']}: {len(items)} jobs "
+                        f"({len(images)} images x {jobs_per_image} prompts)"
+                    )
                     summary = await wait_for_batch(client, batch["batch_id"], console, timeout_s=180)
-                report = await _report(services, sandbox_url, summary)
+                job_ids = [j["job_id"] for j in batch["jobs"]]
+                rows, report = await _report(services, sandbox_url, job_ids, summary)
         finally:
             await services.close()
     console.print(counts_table("jobs per state", summary["counts"]))
-    console.print(facts_table("what happened", report["rows"]))
-    ok = summary["counts"].get("succeeded", 0) == summary["total"] and report["duplicates"] == 0
-    ok = ok and report["mismatched"] == 0
-    console.print("[bold green]every job succeeded, 0 duplicates paid[/]" if ok else "[bold red]demo failed[/]")
+    console.print(facts_table("what happened", rows))
+    console.print(f"masks are in {Path(services.settings.artifact_dir).resolve()}")
+    for violation in report.violations:
+        console.print(f"[red]violation:[/] {violation}")
+    ok = summary["counts"].get("succeeded", 0) == summary["total"] and report.ok
+    console.print(
+        "[bold green]every job succeeded, 0 duplicates paid[/]" if ok else "[bold red]demo failed[/]"
+    )
     return 0 if ok else 1
 
 
@@ -93,39 +133,25 @@ async def _sample_images(sandbox_url: str) -> list[str]:
     return [u if isinstance(u, str) else u["url"] for u in urls]
 
 
-async def _report(services: Services, sandbox_url: str, summary: dict[str, Any]) -> dict[str, Any]:
+async def _report(
+    services: Services, sandbox_url: str, job_ids: list[str], summary: Mapping[str, Any]
+) -> tuple[list[tuple[str, str]], Report]:
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{sandbox_url}/_sandbox/stats") as resp:
             stats = await resp.json()
         async with http.get(f"{sandbox_url}/_sandbox/tasks") as resp:
             tasks = await resp.json()
-    tasks = tasks["tasks"] if isinstance(tasks, dict) else tasks
-    per_job = Counter(t["webhook_endpoint"].rsplit("/", 1)[-1] for t in tasks if t.get("webhook_endpoint"))
-    # A task that failed upstream ("too many requests") costs nothing; two that did not are a double payment.
-    paid = Counter(t["webhook_endpoint"].rsplit("/", 1)[-1] for t in tasks
-                   if t.get("webhook_endpoint") and str(t.get("status", "")).lower() != "failed")
-    duplicates = sum(n - 1 for n in paid.values() if n > 1)
+    report = await check_run(services.store, services.artifacts, job_ids, tasks)
     flow = await services.store.flow_counts()
-    mask_by_task = {t["task_id"]: t.get("mask_sha256") for t in tasks}
-    stored = mismatched = 0
-    for job_id in per_job:
-        artifacts = await services.store.job_artifacts(job_id)
-        job_tasks = {t.task_id for t in await services.store.job_tasks(job_id)}
-        for a in artifacts:
-            stored += 1
-            if a.sha256 not in {mask_by_task.get(t) for t in job_tasks}:
-                mismatched += 1
-    hooks = stats.get("webhooks", {})
     rows = [
-        ("masks stored", f"{stored} in {Path(services.settings.artifact_dir).resolve()}"),
-        ("masks matching the sandbox's sha256", f"{stored - mismatched}/{stored}"),
+        ("masks stored, sha256 checked against the sandbox's", str(report.masks_checked)),
         ("spend", f"${summary['spend_usd']:.2f}"),
-        ("webhooks dropped by the sandbox", str(hooks.get("dropped", 0))),
+        ("webhooks dropped by the sandbox", str(stats["webhooks"]["dropped"])),
         ("completions learned by polling", str(flow["completed_by_poll"])),
         ("completions learned by webhook", str(flow["completed_by_webhook"])),
-        ("ambiguous creates", str(flow["ambiguous_creates"])),
+        ("ambiguous creates (answer lost)", str(flow["ambiguous_creates"])),
         ("ambiguous creates adopted by webhook", str(flow["tasks_adopted"])),
         ("upstream tasks created", str(len(tasks))),
-        ("duplicates paid", str(duplicates)),
+        ("duplicates paid", str(report.duplicate_paid_tasks)),
     ]
-    return {"rows": rows, "duplicates": duplicates, "mismatched": mismatched}
+    return rows, report

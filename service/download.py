@@ -55,8 +55,12 @@ async def download_image(session: aiohttp.ClientSession, url: str, policy: Downl
     timeout = aiohttp.ClientTimeout(total=policy.timeout_s)
     try:
         for _ in range(_MAX_REDIRECTS + 1):
-            check_url(url, allowed_hosts=policy.allowed_hosts, allow_private=policy.allow_private,
-                      https_only=not policy.allow_private)
+            check_url(
+                url,
+                allowed_hosts=policy.allowed_hosts,
+                allow_private=policy.allow_private,
+                https_only=not policy.allow_private,
+            )
             async with session.get(url, allow_redirects=False, timeout=timeout) as resp:
                 if resp.status in (301, 302, 303, 307, 308) and "location" in resp.headers:
                     url = urljoin(url, resp.headers["location"])

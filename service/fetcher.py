@@ -44,8 +44,10 @@ class Fetcher(Worker):
         if s.upstream_is_sandbox:
             hosts.add((urlsplit(s.upstream_url).hostname or "").lower())
         self.policy = DownloadPolicy(
-            allowed_hosts=frozenset(hosts), allow_private=s.upstream_is_sandbox,
-            max_bytes=s.artifact_max_bytes, timeout_s=s.download_timeout_s,
+            allowed_hosts=frozenset(hosts),
+            allow_private=s.upstream_is_sandbox,
+            max_bytes=s.artifact_max_bytes,
+            timeout_s=s.download_timeout_s,
         )
         self.backoff = Backoff(2.0, 300.0)
         self.owner = f"{services.instance_id}:fetcher"
@@ -123,14 +125,33 @@ class Fetcher(Worker):
         for idx, (url, item) in enumerate(zip(urls, got, strict=True)):
             relative = self.services.artifacts.relative_path(job.tenant, job.id, idx)
             await self.services.artifacts.put(relative, item.data)
-            artifacts.append(ArtifactRow(job.id, idx, item.sha256, len(item.data), item.width, item.height,
-                                         relative, url, item.content_type, now))
+            artifacts.append(
+                ArtifactRow(
+                    job.id,
+                    idx,
+                    item.sha256,
+                    len(item.data),
+                    item.width,
+                    item.height,
+                    relative,
+                    url,
+                    item.content_type,
+                    now,
+                )
+            )
         pixels = got[0].width * got[0].height
         change = Change(
-            Event.STORED, "fetcher",
-            set={"pixels": pixels, "price_usd": price_usd(pixels), "output_urls": urls,
-                 "error_code": None, "error_message": None},
-            artifacts=artifacts, detail={"sha256": got[0].sha256, "bytes": len(got[0].data)},
+            Event.STORED,
+            "fetcher",
+            set={
+                "pixels": pixels,
+                "price_usd": price_usd(pixels),
+                "output_urls": urls,
+                "error_code": None,
+                "error_message": None,
+            },
+            artifacts=artifacts,
+            detail={"sha256": got[0].sha256, "bytes": len(got[0].data)},
         )
         outcome = await self._write(job, change)
         if outcome:
@@ -144,8 +165,10 @@ class Fetcher(Worker):
     async def _fail(self, job: JobRow, code: str, message: str) -> None:
         self.services.metrics.downloads.labels(result=code).inc()
         self.log.warning("mask_unavailable", job_id=job.id, reason=code, error=message)
-        await self._write(job, Change(Event.OUTPUT_GONE, "fetcher",
-                                      set={"error_code": code, "error_message": message[:500]}))
+        await self._write(
+            job,
+            Change(Event.OUTPUT_GONE, "fetcher", set={"error_code": code, "error_message": message[:500]}),
+        )
 
     async def _later(self, job: JobRow, message: str) -> None:
         """Release the job to be fetched again after a backoff, or give up after an hour."""
@@ -156,12 +179,20 @@ class Fetcher(Worker):
         tries = int((time.time() - (job.completed_at or time.time())) // 2) + 1
         delay = self.backoff.delay(min(tries.bit_length(), 8))
         self.log.info("mask_fetch_retry", job_id=job.id, error=message, retry_in_s=round(delay, 2))
-        await self._write(job, Change(None, "fetcher", set={"lease_owner": None, "lease_until": time.time() + delay,
-                                                            "error_message": message[:500]}))
+        await self._write(
+            job,
+            Change(
+                None,
+                "fetcher",
+                set={"lease_owner": None, "lease_until": time.time() + delay, "error_message": message[:500]},
+            ),
+        )
 
     async def _write(self, job: JobRow, change: Change) -> bool:
         def decide(current: JobRow | None, _task: TaskRow | None) -> Change | None:
-            held = current is not None and current.state is State.FETCHING and current.lease_owner == self.owner
+            held = (
+                current is not None and current.state is State.FETCHING and current.lease_owner == self.owner
+            )
             return change if held else None
 
         outcome = await self.services.store.transition(job.id, decide)

@@ -40,7 +40,10 @@ def paid_tasks_by_job(sandbox_tasks: Iterable[Mapping[str, Any]]) -> dict[str, l
 
 
 async def check_run(
-    store: Store, artifacts: LocalArtifactStore, job_ids: Sequence[str], sandbox_tasks: Sequence[Mapping[str, Any]]
+    store: Store,
+    artifacts: LocalArtifactStore,
+    job_ids: Sequence[str],
+    sandbox_tasks: Sequence[Mapping[str, Any]],
 ) -> Report:
     """Every job final exactly once; masks present with the sandbox's sha256; no double payment
     beyond re-sends after a passed adoption window."""
@@ -56,7 +59,11 @@ async def check_run(
         events = await store.job_events(job_id)
         if not job.state.is_terminal:
             report.violations.append(f"{job_id}: not final ({job.state.value})")
-        finals = [e for e in events if e.to_state in {s.value for s in State if s.is_terminal} and e.from_state != e.to_state]
+        finals = [
+            e
+            for e in events
+            if e.to_state in {s.value for s in State if s.is_terminal} and e.from_state != e.to_state
+        ]
         retries = sum(1 for e in events if e.event == "retry")
         if job.state.is_terminal and len(finals) != retries + 1:
             report.violations.append(f"{job_id}: {len(finals)} terminal transitions")

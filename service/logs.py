@@ -11,8 +11,18 @@ import structlog
 
 REDACTED = "[redacted]"
 _SECRET_KEYS = frozenset(
-    {"secret", "api_key", "apikey", "authorization", "x-webhook-secret", "x-api-key", "password",
-     "token", "webhook_secret", "master_key"}
+    {
+        "secret",
+        "api_key",
+        "apikey",
+        "authorization",
+        "x-webhook-secret",
+        "x-api-key",
+        "password",
+        "token",
+        "webhook_secret",
+        "master_key",
+    }
 )
 
 

@@ -13,8 +13,17 @@ from rich.table import Table
 
 from service.apiclient import SegflowClient
 
-STATE_ORDER = ("queued", "submitting", "unknown", "submitted", "fetching",
-               "succeeded", "failed", "cancelled", "expired")
+STATE_ORDER = (
+    "queued",
+    "submitting",
+    "unknown",
+    "submitted",
+    "fetching",
+    "succeeded",
+    "failed",
+    "cancelled",
+    "expired",
+)
 
 
 async def wait_for_batch(
@@ -22,8 +31,13 @@ async def wait_for_batch(
 ) -> Mapping[str, Any]:
     """Poll the batch until every job is final (or the timeout passes), drawing a progress bar."""
     deadline = time.monotonic() + timeout_s
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[states]}"), TimeElapsedColumn())
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[states]}"),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=console, transient=False) as bar:
         summary = await client.batch(batch_id)
         task = bar.add_task("jobs done", total=summary["total"], states="")

@@ -69,15 +69,23 @@ class Reconciler(Worker):
         now = time.time()
         s = self.services.settings
         self.log.info("lease_expired", job_id=job.id, owner=job.lease_owner)
-        change = Change(Event.LEASE_EXPIRED, "reconciler",
-                        set={"unknown_since": now, "next_check_at": now + s.adoption_window_s,
-                             "lease_owner": None, "lease_until": None})
+        change = Change(
+            Event.LEASE_EXPIRED,
+            "reconciler",
+            set={
+                "unknown_since": now,
+                "next_check_at": now + s.adoption_window_s,
+                "lease_owner": None,
+                "lease_until": None,
+            },
+        )
         await self._write(job, change, when=State.SUBMITTING)
 
     async def _expire(self, job: JobRow) -> None:
         self.log.info("job_expired", job_id=job.id, state=job.state.value)
-        change = Change(Event.EXPIRE, "reconciler", set={"error_code": "expired",
-                                                         "error_message": "maximum age reached"})
+        change = Change(
+            Event.EXPIRE, "reconciler", set={"error_code": "expired", "error_message": "maximum age reached"}
+        )
         await self._write(job, change, when=job.state)
 
     async def _due(self, job: JobRow) -> None:
@@ -91,14 +99,27 @@ class Reconciler(Worker):
         """No sign of the ambiguous create's task in the window: send the job again (a new attempt)."""
         s = self.services.settings
         if job.attempt >= s.max_attempts:
-            change = Change(Event.ATTEMPTS_EXHAUSTED, "reconciler",
-                            set={"error_code": "attempts_exhausted",
-                                 "error_message": "no upstream task seen after ambiguous creates"})
+            change = Change(
+                Event.ATTEMPTS_EXHAUSTED,
+                "reconciler",
+                set={
+                    "error_code": "attempts_exhausted",
+                    "error_message": "no upstream task seen after ambiguous creates",
+                },
+            )
         else:
-            change = Change(Event.ADOPTION_WINDOW_PASSED, "reconciler",
-                            set={"attempt": job.attempt + 1, "not_before": time.time(), "unknown_since": None,
-                                 "next_check_at": None, "task_id": None},
-                            detail={"next_attempt": job.attempt + 1})
+            change = Change(
+                Event.ADOPTION_WINDOW_PASSED,
+                "reconciler",
+                set={
+                    "attempt": job.attempt + 1,
+                    "not_before": time.time(),
+                    "unknown_since": None,
+                    "next_check_at": None,
+                    "task_id": None,
+                },
+                detail={"next_attempt": job.attempt + 1},
+            )
         self.log.info("adoption_window_passed", job_id=job.id, attempt=job.attempt)
         await self._write(job, change, when=State.UNKNOWN)
 
@@ -123,16 +144,27 @@ class Reconciler(Worker):
         def otherwise(current: JobRow | None, _task: TaskRow | None) -> Change | None:
             return reschedule if current is not None and current.state is State.SUBMITTED else None
 
-        outcome = await apply_snapshot(self.services, job.id, snap, attempt=None, source="poll", otherwise=otherwise)
+        outcome = await apply_snapshot(
+            self.services, job.id, snap, attempt=None, source="poll", otherwise=otherwise
+        )
         if outcome.state_changed:
-            log.info("poll_applied", status=snap.raw_status, state=outcome.after.state.value if outcome.after else None)
+            log.info(
+                "poll_applied",
+                status=snap.raw_status,
+                state=outcome.after.state.value if outcome.after else None,
+            )
 
     def _reschedule(self, job: JobRow) -> Change:
         delay = self.poll_backoff.delay(job.poll_count + 1)
-        return Change(None, "reconciler", set={"next_check_at": time.time() + delay, "poll_count": job.poll_count + 1})
+        return Change(
+            None, "reconciler", set={"next_check_at": time.time() + delay, "poll_count": job.poll_count + 1}
+        )
 
     def _not_found(self, job: JobRow) -> Change:
         if job.poll_count + 1 < _NOT_FOUND_GIVE_UP:
             return self._reschedule(job)
-        return Change(Event.FAILED_FINAL, "reconciler",
-                      set={"error_code": "task_lost", "error_message": "upstream no longer knows the task"})
+        return Change(
+            Event.FAILED_FINAL,
+            "reconciler",
+            set={"error_code": "task_lost", "error_message": "upstream no longer knows the task"},
+        )

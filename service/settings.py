@@ -107,9 +107,18 @@ def _validate(s: Settings) -> None:
         value = getattr(s, f.name)
         if f.type in ("int", "float") and isinstance(value, int | float) and value < 0:
             raise ConfigError(f"{_where(f)}: must not be negative (got {value})")
-    for name in ("max_attempts", "max_in_flight", "submit_batch", "submit_concurrency",
-                 "reconcile_batch", "reconcile_concurrency", "fetch_batch", "fetch_concurrency",
-                 "group_commit_max", "max_batch_items"):
+    for name in (
+        "max_attempts",
+        "max_in_flight",
+        "submit_batch",
+        "submit_concurrency",
+        "reconcile_batch",
+        "reconcile_concurrency",
+        "fetch_batch",
+        "fetch_concurrency",
+        "group_commit_max",
+        "max_batch_items",
+    ):
         if getattr(s, name) < 1:
             raise ConfigError(f"{_where(_field(name))}: must be at least 1")
     if s.max_attempts > 8:
@@ -118,7 +127,9 @@ def _validate(s: Settings) -> None:
         parts = urlsplit(getattr(s, name))
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(f"{_where(_field(name))}: must be an http(s) URL")
-    if not (s.database_url.startswith("sqlite:///") or s.database_url.startswith(("postgresql://", "postgres://"))):
+    if not (
+        s.database_url.startswith("sqlite:///") or s.database_url.startswith(("postgresql://", "postgres://"))
+    ):
         raise ConfigError(f"{_where(_field('database_url'))}: use sqlite:///PATH or postgresql://…")
     if s.log_format not in ("console", "json"):
         raise ConfigError(f"{_where(_field('log_format'))}: 'console' or 'json'")
@@ -194,10 +205,11 @@ def _typed(f: dataclasses.Field[Any], value: Any) -> Any:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{_where(f)}: a list of strings")
         return tuple(value)
-    expected = {"int": int, "float": (int, float), "bool": bool, "str": str}[f.type]
+    kinds: dict[str, type | tuple[type, ...]] = {"int": int, "float": (int, float), "bool": bool, "str": str}
+    expected = kinds[str(f.type)]
     if not isinstance(value, expected) or (f.type in ("int", "float") and isinstance(value, bool)):
         raise ConfigError(f"{_where(f)}: expected {f.type}, got {value!r}")
-    return float(value) if f.type == "float" else value
+    return float(value) if f.type == "float" and isinstance(value, int | float) else value
 
 
 def _coerce(f: dataclasses.Field[Any], raw: str) -> Any:

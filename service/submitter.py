@@ -49,8 +49,11 @@ class Submitter(Worker):
         if free <= 0:
             return False
         jobs = await self.services.store.claim_queued(
-            self.owner, now=time.time(), limit=min(s.submit_batch, free),
-            max_in_flight=s.max_in_flight, lease_s=s.submit_lease_s,
+            self.owner,
+            now=time.time(),
+            limit=min(s.submit_batch, free),
+            max_in_flight=s.max_in_flight,
+            lease_s=s.submit_lease_s,
         )
         for job in jobs:
             self.spawn(self.submit(job))
@@ -62,7 +65,9 @@ class Submitter(Worker):
         async with self.slots:
             await self.bucket.acquire()
             request = CreateRequest(
-                image=job.image, prompt=job.prompt, negative_prompt=job.negative_prompt,
+                image=job.image,
+                prompt=job.prompt,
+                negative_prompt=job.negative_prompt,
                 segment_factor=job.segment_factor,
                 webhook_endpoint=f"{self.services.settings.public_url.rstrip('/')}/webhooks/qubico/{job.id}",
                 webhook_secret=self.services.secrets.derive(job.id, job.attempt),
@@ -74,8 +79,12 @@ class Submitter(Worker):
             except UpstreamError as exc:
                 calls.labels(op="create", result=type(exc).__name__).inc()
                 change = self._on_error(job, exc)
-                log.info("create_failed", error_class=type(exc).__name__, error=str(exc),
-                         next=change.event.value if change.event else None)
+                log.info(
+                    "create_failed",
+                    error_class=type(exc).__name__,
+                    error=str(exc),
+                    next=change.event.value if change.event else None,
+                )
                 await self._write(job, lambda cur, _t: change if _same_attempt(cur, job) else None)
                 return
             calls.labels(op="create", result="ok").inc()
@@ -96,11 +105,20 @@ class Submitter(Worker):
             now = time.time()
             if job.state in (State.SUBMITTING, State.UNKNOWN) and job.task_id is None:
                 return Change(
-                    Event.CREATED if job.state is State.SUBMITTING else Event.PROGRESS, "submitter",
-                    set={"task_id": snap.task_id, "submitted_at": now, "next_check_at": now + poll_after,
-                         "lease_owner": None, "lease_until": None, "unknown_since": None,
-                         "error_code": None, "error_message": None},
-                    task=upsert, detail=detail,
+                    Event.CREATED if job.state is State.SUBMITTING else Event.PROGRESS,
+                    "submitter",
+                    set={
+                        "task_id": snap.task_id,
+                        "submitted_at": now,
+                        "next_check_at": now + poll_after,
+                        "lease_owner": None,
+                        "lease_until": None,
+                        "unknown_since": None,
+                        "error_code": None,
+                        "error_message": None,
+                    },
+                    task=upsert,
+                    detail=detail,
                 )
             if task is None:
                 # A webhook got here first, or the job was cancelled meanwhile: keep the record.
@@ -114,26 +132,44 @@ class Submitter(Worker):
         s = self.services.settings
         if isinstance(exc, UpstreamAmbiguous):
             return Change(
-                Event.AMBIGUOUS, "submitter",
-                set={"unknown_since": now, "next_check_at": now + s.adoption_window_s,
-                     "lease_owner": None, "lease_until": None},
+                Event.AMBIGUOUS,
+                "submitter",
+                set={
+                    "unknown_since": now,
+                    "next_check_at": now + s.adoption_window_s,
+                    "lease_owner": None,
+                    "lease_until": None,
+                },
                 detail={"error": type(exc).__name__},
             )
         if isinstance(exc, UpstreamRejected) and exc.status not in _ACCOUNT_STATUSES:
-            return Change(Event.REJECTED, "submitter",
-                          set={"error_code": "upstream_rejected", "error_message": exc.message[:500]},
-                          detail={"status": exc.status})
+            return Change(
+                Event.REJECTED,
+                "submitter",
+                set={"error_code": "upstream_rejected", "error_message": exc.message[:500]},
+                detail={"status": exc.status},
+            )
         delay = self.backoff.delay(job.submit_tries)
         if isinstance(exc, UpstreamRateLimited):
             delay = max(delay, exc.retry_after or 0.0)
             self.bucket.pause(exc.retry_after or delay)
-        code = "upstream_account" if isinstance(exc, UpstreamRejected) else (
-            "upstream_rate_limited" if isinstance(exc, UpstreamRateLimited) else "upstream_unavailable")
+        code = (
+            "upstream_account"
+            if isinstance(exc, UpstreamRejected)
+            else ("upstream_rate_limited" if isinstance(exc, UpstreamRateLimited) else "upstream_unavailable")
+        )
         assert isinstance(exc, UpstreamRejected | UpstreamRateLimited | UpstreamTransient)
         return Change(
-            Event.RETRY_LATER, "submitter",
-            set={"not_before": now + delay, "submit_tries": job.submit_tries + 1, "lease_owner": None,
-                 "lease_until": None, "error_code": code, "error_message": str(exc)[:500]},
+            Event.RETRY_LATER,
+            "submitter",
+            set={
+                "not_before": now + delay,
+                "submit_tries": job.submit_tries + 1,
+                "lease_owner": None,
+                "lease_until": None,
+                "error_code": code,
+                "error_message": str(exc)[:500],
+            },
             detail={"retry_in_s": round(delay, 3), "error": type(exc).__name__},
         )
 
@@ -151,4 +187,3 @@ class Submitter(Worker):
 
 def _same_attempt(current: JobRow | None, claimed: JobRow) -> bool:
     return current is not None and current.state is State.SUBMITTING and current.attempt == claimed.attempt
-

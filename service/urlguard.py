@@ -46,7 +46,9 @@ def check_url(
     if allowed_hosts is not None and not any(host == h or host.endswith("." + h) for h in allowed_hosts):
         raise UrlRefused(f"host {host} is not an allowed output host")
     literal = _literal(host)
-    if not allow_private and (host == "localhost" or host.endswith(".localhost") or (literal and not is_public(literal))):
+    if not allow_private and (
+        host == "localhost" or host.endswith(".localhost") or (literal and not is_public(literal))
+    ):
         raise UrlRefused(f"host {host} is a private or loopback address")
     return parts
 
@@ -58,7 +60,9 @@ class GuardedResolver(AbstractResolver):
         self._allow_private = allow_private
         self._inner = inner or DefaultResolver()
 
-    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
         found = await self._inner.resolve(host, port, family)
         if self._allow_private:
             return found
@@ -69,5 +73,3 @@ class GuardedResolver(AbstractResolver):
 
     async def close(self) -> None:
         await self._inner.close()
-
-

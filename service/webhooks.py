@@ -75,12 +75,20 @@ async def receive_webhook(request: Request) -> Response:
         return _answer(400, "malformed", services, started)
     snap = delivery.task
     if not snap.is_segment:
-        log.info("webhook_rejected", job_id=job_id, reason="not_segment", model=snap.model, task_type=snap.task_type)
+        log.info(
+            "webhook_rejected",
+            job_id=job_id,
+            reason="not_segment",
+            model=snap.model,
+            task_type=snap.task_type,
+        )
         return _answer(400, "not_segment", services, started)
     try:
         outcome = await apply_snapshot(services, job_id, snap, attempt=attempt, source="webhook")
     except SnapshotRefused as exc:
-        log.warning("webhook_rejected", job_id=job_id, task_id=snap.task_id, reason="foreign_task", error=str(exc))
+        log.warning(
+            "webhook_rejected", job_id=job_id, task_id=snap.task_id, reason="foreign_task", error=str(exc)
+        )
         return _answer(400, "foreign_task", services, started)
     except StoreError as exc:
         log.error("webhook_not_durable", job_id=job_id, task_id=snap.task_id, error=str(exc))
@@ -89,7 +97,12 @@ async def receive_webhook(request: Request) -> Response:
         log.info("webhook_rejected", job_id=job_id, reason="unknown_job")
         return _answer(404, "unknown_job", services, started)
     if outcome.state_changed and outcome.after is not None:
-        log.info("webhook_applied", job_id=job_id, task_id=snap.task_id, status=snap.raw_status,
-                 state=outcome.after.state.value)
+        log.info(
+            "webhook_applied",
+            job_id=job_id,
+            task_id=snap.task_id,
+            status=snap.raw_status,
+            state=outcome.after.state.value,
+        )
         return _answer(200, "applied", services, started)
     return _answer(200, "unchanged", services, started)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute, Route
 
+from service import inputs
 from service.api import batches, jobs, ops
 from service.api.auth import Authenticator
 from service.api.endpoint import CallHandler, authed, guarded
@@ -26,6 +27,8 @@ def api_routes() -> list[BaseRoute]:
         v1("/v1/jobs/{job_id}/events", "GET", jobs.job_events),
         v1("/v1/jobs/{job_id}/cancel", "POST", jobs.cancel),
         v1("/v1/jobs/{job_id}/retry", "POST", jobs.retry),
+        v1("/v1/inputs", "POST", inputs.upload_input),
+        Route("/inputs/{name}", guarded(inputs.serve_input), methods=["GET"], name="serve_input"),
         Route("/healthz", guarded(ops.healthz), methods=["GET"], name="healthz"),
         Route("/readyz", guarded(ops.readyz), methods=["GET"], name="readyz"),
         Route("/metrics", guarded(ops.metrics), methods=["GET"], name="metrics"),

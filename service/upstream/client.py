@@ -42,8 +42,15 @@ class UpstreamTimeouts:
 class UpstreamClient:
     """Talks to `base_url` (https://api.piapi.ai, or a sandbox) with header `x-api-key`."""
 
-    def __init__(self, base_url: str, api_key: str, *, timeouts: UpstreamTimeouts | None = None,
-                 pool_size: int = 100, max_body_bytes: int = 1_048_576) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeouts: UpstreamTimeouts | None = None,
+        pool_size: int = 100,
+        max_body_bytes: int = 1_048_576,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
         self._timeouts = timeouts or UpstreamTimeouts()
@@ -58,8 +65,10 @@ class UpstreamClient:
         if self._session is None:
             timeout = aiohttp.ClientTimeout(total=self._timeouts.total_s, connect=self._timeouts.connect_s)
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._pool_size), timeout=timeout,
-                headers={"x-api-key": self._api_key}, json_serialize=lambda o: orjson.dumps(o).decode(),
+                connector=aiohttp.TCPConnector(limit=self._pool_size),
+                timeout=timeout,
+                headers={"x-api-key": self._api_key},
+                json_serialize=lambda o: orjson.dumps(o).decode(),
             )
 
     async def close(self) -> None:
@@ -92,8 +101,9 @@ class UpstreamClient:
             return False
         raise self._refusal(status, body, None)
 
-    async def _call(self, method: str, path: str, payload: dict[str, Any] | None, *,
-                    idempotent: bool) -> tuple[int, bytes]:
+    async def _call(
+        self, method: str, path: str, payload: dict[str, Any] | None, *, idempotent: bool
+    ) -> tuple[int, bytes]:
         if self._session is None:
             await self.start()
         assert self._session is not None
@@ -108,8 +118,13 @@ class UpstreamClient:
             raise UpstreamTransient(f"{method} {path}: could not connect ({type(exc).__name__})") from None
         except _AFTER_SEND as exc:
             raise after_send(f"{method} {path}: {type(exc).__name__} after the request was sent") from None
-        log.debug("upstream_request", method=method, path=path, status=status,
-                  duration_ms=round((time.perf_counter() - started) * 1000, 1))
+        log.debug(
+            "upstream_request",
+            method=method,
+            path=path,
+            status=status,
+            duration_ms=round((time.perf_counter() - started) * 1000, 1),
+        )
         if len(body) > self._max_body:
             raise after_send(f"{method} {path}: answer larger than {self._max_body} bytes")
         if status == 429:
@@ -155,6 +170,3 @@ def _retry_after(value: str | None) -> float | None:
     except ValueError:
         return None
     return seconds if seconds is not None and 0 <= seconds < 86_400 else None
-
-
-

@@ -108,7 +108,10 @@ class CreateRequest:
     def to_json(self) -> dict[str, Any]:
         config: dict[str, Any] = {"service_mode": self.service_mode}
         if self.webhook_endpoint:
-            config["webhook_config"] = {"endpoint": self.webhook_endpoint, "secret": self.webhook_secret or ""}
+            config["webhook_config"] = {
+                "endpoint": self.webhook_endpoint,
+                "secret": self.webhook_secret or "",
+            }
         return {
             "model": "Qubico/image-toolkit",
             "task_type": TASK_TYPE,
@@ -122,11 +125,14 @@ class CreateRequest:
         }
 
     def __repr__(self) -> str:
-        return (f"CreateRequest(image={self.image!r}, prompt={self.prompt!r}, "
-                f"webhook_endpoint={self.webhook_endpoint!r}, webhook_secret=[redacted])")
+        return (
+            f"CreateRequest(image={self.image!r}, prompt={self.prompt!r}, "
+            f"webhook_endpoint={self.webhook_endpoint!r}, webhook_secret=[redacted])"
+        )
 
 
 # decoding ------------------------------------------------------------------------------------
+
 
 def _obj(value: Any, path: str) -> dict[str, Any]:
     if not isinstance(value, dict):
@@ -154,7 +160,7 @@ def _time(value: Any, path: str) -> datetime | None:
     head, dot, rest = text.partition(".")
     if dot:  # Python parses at most microseconds: trim nanoseconds, keep the offset
         digits = len(rest) - len(rest.lstrip("0123456789"))
-        text = f"{head}.{rest[:min(digits, 6)]}{rest[digits:]}"
+        text = f"{head}.{rest[: min(digits, 6)]}{rest[digits:]}"
     try:
         return datetime.fromisoformat(text)
     except ValueError:
@@ -210,8 +216,12 @@ def _meta(value: Any, path: str) -> tuple[datetime | None, datetime | None, date
     if isinstance(usage, dict):
         raw = usage.get("consume")
         consume = raw if isinstance(raw, int) and not isinstance(raw, bool) else None
-    return (_time(meta.get("created_at"), f"{path}.created_at"), _time(meta.get("started_at"), f"{path}.started_at"),
-            _time(meta.get("ended_at"), f"{path}.ended_at"), consume)
+    return (
+        _time(meta.get("created_at"), f"{path}.created_at"),
+        _time(meta.get("started_at"), f"{path}.started_at"),
+        _time(meta.get("ended_at"), f"{path}.ended_at"),
+        consume,
+    )
 
 
 def _endpoint(config: Any) -> str | None:
@@ -238,7 +248,10 @@ def decode_task(obj: object, path: str = "data") -> TaskSnapshot:
         raw_status=raw_status,
         output_urls=_outputs(task.get("output"), f"{path}.output"),
         error=_error(task.get("error"), f"{path}.error"),
-        created_at=created, started_at=started, ended_at=ended, usage_consume=consume,
+        created_at=created,
+        started_at=started,
+        ended_at=ended,
+        usage_consume=consume,
         logs=_logs(task.get("logs"), f"{path}.logs"),
         webhook_endpoint=_endpoint(task.get("config")),
     )

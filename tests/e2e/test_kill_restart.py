@@ -38,30 +38,58 @@ async def wait_for(http: aiohttp.ClientSession, url: str, predicate: Any, timeou
         await asyncio.sleep(0.1)
 
 
-async def test_sigkill_mid_batch_loses_nothing_and_pays_nothing_twice(processes: Processes, tmp_path: Path) -> None:
+async def test_sigkill_mid_batch_loses_nothing_and_pays_nothing_twice(
+    processes: Processes, tmp_path: Path
+) -> None:
     sandbox_port, port = free_port(), free_port()
     sandbox_url, url = f"http://127.0.0.1:{sandbox_port}", f"http://127.0.0.1:{port}"
-    processes.start("sandbox", ["sandbox", "--port", str(sandbox_port), "--seed", "5", "--latency-min", "0.2",
-                                "--latency-max", "1.0", "--webhook-retry-interval", "0.5", "--log-level", "warning"],
-                    {}, f"{sandbox_url}/samples")
+    processes.start(
+        "sandbox",
+        [
+            "sandbox",
+            "--port",
+            str(sandbox_port),
+            "--seed",
+            "5",
+            "--latency-min",
+            "0.2",
+            "--latency-max",
+            "1.0",
+            "--webhook-retry-interval",
+            "0.5",
+            "--log-level",
+            "warning",
+        ],
+        {},
+        f"{sandbox_url}/samples",
+    )
     env = {
-        "SEGFLOW_PORT": str(port), "SEGFLOW_PUBLIC_URL": url,
+        "SEGFLOW_PORT": str(port),
+        "SEGFLOW_PUBLIC_URL": url,
         "SEGFLOW_DATABASE_URL": f"sqlite:///{tmp_path / 'segflow.db'}",
         "SEGFLOW_ARTIFACT_DIR": str(tmp_path / "artifacts"),
-        "SEGFLOW_UPSTREAM_URL": sandbox_url, "SEGFLOW_UPSTREAM_API_KEY": "sandbox-key",
-        "SEGFLOW_UPSTREAM_IS_SANDBOX": "true", "SEGFLOW_ALLOW_PRIVATE_IMAGE_URLS": "true",
+        "SEGFLOW_UPSTREAM_URL": sandbox_url,
+        "SEGFLOW_UPSTREAM_API_KEY": "sandbox-key",
+        "SEGFLOW_UPSTREAM_IS_SANDBOX": "true",
+        "SEGFLOW_ALLOW_PRIVATE_IMAGE_URLS": "true",
         "SEGFLOW_WEBHOOK_KEYS": "e2e-webhook-master-key-0123456789",
         "SEGFLOW_API_KEYS": f"acme:{API_KEY}",
-        "SEGFLOW_POLL_AFTER_S": "1", "SEGFLOW_POLL_BACKOFF_MAX_S": "2", "SEGFLOW_ADOPTION_WINDOW_S": "3",
-        "SEGFLOW_RECONCILE_INTERVAL_S": "0.2", "SEGFLOW_SUBMIT_LEASE_S": "2", "SEGFLOW_FETCH_LEASE_S": "3",
-        "SEGFLOW_CREATES_PER_S": "40", "SEGFLOW_LOG_LEVEL": "warning",
+        "SEGFLOW_POLL_AFTER_S": "1",
+        "SEGFLOW_POLL_BACKOFF_MAX_S": "2",
+        "SEGFLOW_ADOPTION_WINDOW_S": "3",
+        "SEGFLOW_RECONCILE_INTERVAL_S": "0.2",
+        "SEGFLOW_SUBMIT_LEASE_S": "2",
+        "SEGFLOW_FETCH_LEASE_S": "3",
+        "SEGFLOW_CREATES_PER_S": "40",
+        "SEGFLOW_LOG_LEVEL": "warning",
     }
     first = processes.start("segflow-1", ["serve"], env, f"{url}/healthz")
     images = [f"{sandbox_url}/samples/{n}" for n in ("street.jpg", "portrait.jpg", "shapes.png")]
     items = [{"image": images[i % 3], "prompt": f"object {i}"} for i in range(120)]
     async with aiohttp.ClientSession() as http:
-        async with http.post(f"{url}/v1/batches", json={"items": items},
-                             headers={"authorization": f"Bearer {API_KEY}"}) as resp:
+        async with http.post(
+            f"{url}/v1/batches", json={"items": items}, headers={"authorization": f"Bearer {API_KEY}"}
+        ) as resp:
             assert resp.status == 202
             accepted = await resp.json()
         batch_url = f"{url}/v1/batches/{accepted['batch_id']}"

@@ -20,8 +20,10 @@ SAMPLES = ("street.jpg", "portrait.jpg", "shapes.png")
 
 
 async def submit(sf: RunningSegflow, sb: RunningSandbox, n: int) -> tuple[str, list[str]]:
-    items = [{"image": sb.sample_url(SAMPLES[i % 3]), "prompt": f"thing {i}", "segment_factor": i % 7 - 3}
-             for i in range(n)]
+    items = [
+        {"image": sb.sample_url(SAMPLES[i % 3]), "prompt": f"thing {i}", "segment_factor": i % 7 - 3}
+        for i in range(n)
+    ]
     answer = await sf.client.submit(items)
     return answer["batch_id"], [j["job_id"] for j in answer["jobs"]]
 
@@ -44,7 +46,9 @@ async def sandbox_tasks(sb: RunningSandbox) -> list[dict[str, Any]]:
     return list(body)
 
 
-async def run(sf: RunningSegflow, sb: RunningSandbox, n: int, timeout_s: float = 60) -> tuple[dict[str, Any], Report]:
+async def run(
+    sf: RunningSegflow, sb: RunningSandbox, n: int, timeout_s: float = 60
+) -> tuple[dict[str, Any], Report]:
     batch_id, job_ids = await submit(sf, sb, n)
     summary = await wait_done(sf, batch_id, timeout_s)
     report = await check_run(sf.store, sf.services.artifacts, job_ids, await sandbox_tasks(sb))
@@ -75,9 +79,20 @@ FAULTS: dict[str, FaultSettings] = {
     "get_5xx": FaultSettings(get_5xx=0.5, webhook_drop=0.5),
 }
 ALL = FaultSettings(
-    webhook_drop=0.3, webhook_duplicate=0.2, webhook_delay=0.2, webhook_delay_s=0.5, webhook_reorder=0.2,
-    create_5xx=0.1, create_lost=0.1, create_hold=0.05, create_hold_s=3.0, burst_429=0.05,
-    burst_429_length=3, burst_429_retry_after_s=0.2, task_fail_retryable=0.1, get_5xx=0.2,
+    webhook_drop=0.3,
+    webhook_duplicate=0.2,
+    webhook_delay=0.2,
+    webhook_delay_s=0.5,
+    webhook_reorder=0.2,
+    create_5xx=0.1,
+    create_lost=0.1,
+    create_hold=0.05,
+    create_hold_s=3.0,
+    burst_429=0.05,
+    burst_429_length=3,
+    burst_429_retry_after_s=0.2,
+    task_fail_retryable=0.1,
+    get_5xx=0.2,
 )
 
 

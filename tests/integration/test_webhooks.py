@@ -37,23 +37,42 @@ async def app(segflow: Any) -> RunningSegflow:
 async def new_job(app: RunningSegflow, state: State = State.SUBMITTED, task_id: str | None = None) -> JobRow:
     """A job moved through the real state machine to `state` (submitted with `task_id`)."""
     store = app.store
-    _, jobs, _ = await store.create_batch("acme", [JobInput("http://127.0.0.1:1/i.png", "car")],
-                                          callback_url=None, idempotency_key=None, request_hash="h", now=0.0)
+    _, jobs, _ = await store.create_batch(
+        "acme",
+        [JobInput("http://127.0.0.1:1/i.png", "car")],
+        callback_url=None,
+        idempotency_key=None,
+        request_hash="h",
+        now=0.0,
+    )
     job = jobs[0]
     await store.claim_queued("test", now=1e12, limit=10_000, max_in_flight=10_000, lease_s=60)
     if state is State.UNKNOWN:
-        await store.transition(job.id, lambda j, t: Change(Event.AMBIGUOUS, "test", set={"unknown_since": 1.0}))
+        await store.transition(
+            job.id, lambda j, t: Change(Event.AMBIGUOUS, "test", set={"unknown_since": 1.0})
+        )
     elif state is State.SUBMITTED:
         tid = task_id or str(uuid.uuid4())
-        await store.transition(job.id, lambda j, t: Change(
-            Event.CREATED, "test", set={"task_id": tid}, task=TaskUpsert(tid, 1, "created", "pending")))
+        await store.transition(
+            job.id,
+            lambda j, t: Change(
+                Event.CREATED, "test", set={"task_id": tid}, task=TaskUpsert(tid, 1, "created", "pending")
+            ),
+        )
     found = await store.get_job(job.id)
     assert found is not None and found.state is state
     return found
 
 
-def body_for(app: RunningSegflow, job: JobRow, *, status: str = "completed", task_id: str | None = None,
-             attempt: int = 1, template: str = "webhook-completed.json") -> dict[str, Any]:
+def body_for(
+    app: RunningSegflow,
+    job: JobRow,
+    *,
+    status: str = "completed",
+    task_id: str | None = None,
+    attempt: int = 1,
+    template: str = "webhook-completed.json",
+) -> dict[str, Any]:
     payload = copy.deepcopy(example(template))
     data = payload["data"]
     data["task_id"] = task_id or job.task_id or str(uuid.uuid4())
@@ -69,15 +88,18 @@ def secret_for(app: RunningSegflow, job_id: str, attempt: int = 1) -> str:
     return app.services.secrets.derive(job_id, attempt)
 
 
-async def post(app: RunningSegflow, job_id: str, body: Any, secret: str | None,
-               **headers: str) -> tuple[int, dict[str, Any]]:
+async def post(
+    app: RunningSegflow, job_id: str, body: Any, secret: str | None, **headers: str
+) -> tuple[int, dict[str, Any]]:
     """POST a webhook; `body` is a dict (sent as JSON), bytes, or an async iterator (sent chunked)."""
     raw = orjson.dumps(body) if isinstance(body, dict) else body
     h = {"content-type": "application/json", **headers}
     if secret is not None:
         h["x-webhook-secret"] = secret
-    async with aiohttp.ClientSession() as http, http.post(f"{app.url}/webhooks/qubico/{job_id}",
-                                                          data=raw, headers=h) as resp:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{app.url}/webhooks/qubico/{job_id}", data=raw, headers=h) as resp,
+    ):
         return resp.status, await resp.json(content_type=None)
 
 
@@ -189,8 +211,9 @@ async def test_another_jobs_task_with_this_jobs_secret_is_refused(app: RunningSe
 async def test_webhook_for_ambiguous_create_adopts_the_task(app: RunningSegflow) -> None:
     job = await new_job(app, State.UNKNOWN)
     task_id = str(uuid.uuid4())
-    status, _ = await post(app, job.id, body_for(app, job, status="pending", task_id=task_id),
-                           secret_for(app, job.id))
+    status, _ = await post(
+        app, job.id, body_for(app, job, status="pending", task_id=task_id), secret_for(app, job.id)
+    )
     assert status == 200
     state, _, adopted = await snapshot(app, job.id)
     assert (state, adopted) == (State.SUBMITTED, task_id)

@@ -17,11 +17,34 @@ NOW = 1000.0
 
 def job(state: State, *, attempt: int = 1, task_id: str | None = "T1") -> JobRow:
     return JobRow(
-        id="J", batch_id="B", tenant="acme", seq=0, image="https://x/i.png", prompt="car",
-        negative_prompt="", segment_factor=0, metadata=None, state=state, attempt=attempt, task_id=task_id,
-        lease_owner=None, lease_until=None, not_before=0.0, next_check_at=None, submit_tries=0,
-        poll_count=0, submitted_at=None, unknown_since=None, completed_at=None, output_urls=(),
-        error_code=None, error_message=None, pixels=None, price_usd=None, created_at=0.0, updated_at=0.0,
+        id="J",
+        batch_id="B",
+        tenant="acme",
+        seq=0,
+        image="https://x/i.png",
+        prompt="car",
+        negative_prompt="",
+        segment_factor=0,
+        metadata=None,
+        state=state,
+        attempt=attempt,
+        task_id=task_id,
+        lease_owner=None,
+        lease_until=None,
+        not_before=0.0,
+        next_check_at=None,
+        submit_tries=0,
+        poll_count=0,
+        submitted_at=None,
+        unknown_since=None,
+        completed_at=None,
+        output_urls=(),
+        error_code=None,
+        error_message=None,
+        pixels=None,
+        price_usd=None,
+        created_at=0.0,
+        updated_at=0.0,
         finished_at=None,
     )
 
@@ -30,12 +53,23 @@ def task(task_id: str = "T1", attempt: int = 1, job_id: str = "J", origin: str =
     return TaskRow(task_id, job_id, attempt, origin, "pending", 0.0, 0.0)
 
 
-def snap(status: TaskStatus, task_id: str = "T1", *, error: str = "", outputs: tuple[str, ...] = ()) -> TaskSnapshot:
+def snap(
+    status: TaskStatus, task_id: str = "T1", *, error: str = "", outputs: tuple[str, ...] = ()
+) -> TaskSnapshot:
     return TaskSnapshot(
-        task_id=task_id, model="Qubico/image-toolkit", task_type="segment", status=status,
-        raw_status=status.value, output_urls=outputs or (("https://o/m.png",) if status is TaskStatus.COMPLETED else ()),
-        error=TaskError(10000, error, error) if error else None, created_at=None, started_at=None, ended_at=None,
-        usage_consume=None, logs=(), webhook_endpoint=None,
+        task_id=task_id,
+        model="Qubico/image-toolkit",
+        task_type="segment",
+        status=status,
+        raw_status=status.value,
+        output_urls=outputs or (("https://o/m.png",) if status is TaskStatus.COMPLETED else ()),
+        error=TaskError(10000, error, error) if error else None,
+        created_at=None,
+        started_at=None,
+        ended_at=None,
+        usage_consume=None,
+        logs=(),
+        webhook_endpoint=None,
     )
 
 
@@ -52,7 +86,9 @@ def test_completed_moves_every_awaiting_state_to_fetching_with_outputs(state: St
     assert change.set["lease_until"] == 0.0  # claimable by a fetcher at once
 
 
-@pytest.mark.parametrize("state", [State.FETCHING, State.SUCCEEDED, State.FAILED, State.CANCELLED, State.EXPIRED])
+@pytest.mark.parametrize(
+    "state", [State.FETCHING, State.SUCCEEDED, State.FAILED, State.CANCELLED, State.EXPIRED]
+)
 @pytest.mark.parametrize("status", list(TaskStatus))
 def test_nothing_changes_a_job_past_submitted_for_a_known_task(state: State, status: TaskStatus) -> None:
     assert decide(snap(status), job(state), task()) is None
@@ -84,8 +120,12 @@ def test_retryable_failure_starts_a_new_attempt_with_backoff() -> None:
 
 
 def test_retryable_failure_on_the_last_attempt_fails_the_job() -> None:
-    change = decide(snap(TaskStatus.FAILED, error="Too Many Requests"), job(State.SUBMITTED, attempt=3),
-                    task(attempt=3), attempt=3)
+    change = decide(
+        snap(TaskStatus.FAILED, error="Too Many Requests"),
+        job(State.SUBMITTED, attempt=3),
+        task(attempt=3),
+        attempt=3,
+    )
     assert change.event is Event.ATTEMPTS_EXHAUSTED
     assert change.set["error_code"] == "attempts_exhausted"
 
@@ -98,7 +138,9 @@ def test_real_failure_fails_the_job_with_the_upstream_message() -> None:
 
 def test_failure_of_an_old_attempts_task_changes_nothing() -> None:
     current = job(State.SUBMITTED, attempt=2, task_id="T2")
-    assert decide(snap(TaskStatus.FAILED, "T1", error="boom"), current, task("T1", attempt=1), attempt=1) is None
+    assert (
+        decide(snap(TaskStatus.FAILED, "T1", error="boom"), current, task("T1", attempt=1), attempt=1) is None
+    )
 
 
 def test_completion_of_an_unknown_task_from_an_old_attempt_is_used_and_recorded_as_orphan() -> None:

@@ -1,4 +1,4 @@
-"""The state machine, checked for every state × every event against DESIGN.md's table."""
+"""The state machine, checked for every state and every event against DESIGN.md's table."""
 
 from __future__ import annotations
 
