@@ -16,7 +16,7 @@ from service.invariants import check_run
 from service.store.sqlite import SqliteStore
 from tests.fixtures.processes import Processes, free_port
 
-pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 API_KEY = "acme-key-0123456789abcdef"
 

@@ -14,8 +14,6 @@ from service.sandbox.settings import FaultSettings
 from tests.fixtures.sandbox import RunningSandbox
 from tests.fixtures.segflow import RunningSegflow
 
-pytestmark = pytest.mark.asyncio
-
 SAMPLES = ("street.jpg", "portrait.jpg", "shapes.png")
 
 

@@ -20,7 +20,6 @@ from service.store.sqlite import SqliteStore
 from tests.fixtures.segflow import RunningSegflow
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "upstream"
-pytestmark = pytest.mark.asyncio
 
 
 def example(name: str) -> dict[str, Any]:

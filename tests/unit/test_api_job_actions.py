@@ -6,12 +6,12 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from service.upstream.errors import UpstreamError
 from structlog.testing import capture_logs
 
 from service.job_actions import cancel, cancel_upstream, owned_by, retry
 from service.states import Event, State
 from service.store.base import JobRow
+from service.upstream.errors import UpstreamError
 from service.webhook_secrets import MAX_ATTEMPTS_VERIFIED
 
 

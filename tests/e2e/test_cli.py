@@ -1,0 +1,225 @@
+"""The `segflow` command line as a user runs it: real processes, real ports."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from service.serving import serve_in_loop
+from tests.fixtures.processes import SEGFLOW, Processes, free_port
+
+pytestmark = pytest.mark.slow
+
+API_KEY = "cli-tenant-key-0123456789abcdef"
+
+
+def segflow_env(tmp_path: Path, port: int, sandbox_url: str) -> dict[str, str]:
+    return {
+        "SEGFLOW_PORT": str(port),
+        "SEGFLOW_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "SEGFLOW_DATABASE_URL": f"sqlite:///{tmp_path / 'segflow.db'}",
+        "SEGFLOW_ARTIFACT_DIR": str(tmp_path / "artifacts"),
+        "SEGFLOW_UPSTREAM_URL": sandbox_url,
+        "SEGFLOW_UPSTREAM_API_KEY": "sandbox-key",
+        "SEGFLOW_UPSTREAM_IS_SANDBOX": "true",
+        "SEGFLOW_ALLOW_PRIVATE_IMAGE_URLS": "true",
+        "SEGFLOW_WEBHOOK_KEYS": "cli-webhook-master-key-0123456789",
+        "SEGFLOW_API_KEYS": f"cli:{API_KEY}",
+        "SEGFLOW_POLL_AFTER_S": "1",
+        "SEGFLOW_RECONCILE_INTERVAL_S": "0.2",
+        "SEGFLOW_LOG_LEVEL": "warning",
+    }
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    import os
+
+    return subprocess.run(
+        [*SEGFLOW, *args],
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+
+
+async def test_sandbox_command_serves_the_contract_and_delivers_webhooks(processes: Processes) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    processes.start(
+        "sandbox",
+        ["sandbox", "--port", str(port), "--latency-min", "0", "--latency-max", "0.2"],
+        {},
+        f"{url}/samples",
+    )
+    received: list[tuple[str, dict[str, Any]]] = []
+    done = asyncio.Event()
+
+    async def hook(request: Request) -> Response:
+        body = orjson.loads(await request.body())
+        received.append((request.headers.get("x-webhook-secret", ""), body))
+        if body["data"]["status"] == "completed":
+            done.set()
+        return Response(status_code=200)
+
+    async with serve_in_loop(Starlette(routes=[Route("/hook", hook, methods=["POST"])])) as listener:
+        create = {
+            "model": "Qubico/image-toolkit",
+            "task_type": "segment",
+            "input": {
+                "image": f"{url}/samples/street.jpg",
+                "prompt": "car",
+                "negative_prompt": "",
+                "segment_factor": -15,
+            },
+            "config": {"webhook_config": {"endpoint": f"{listener}/hook", "secret": "s3cret-for-test"}},
+        }
+        async with aiohttp.ClientSession(headers={"x-api-key": "sandbox-key"}) as http:
+            async with http.post(f"{url}/api/v1/task", json=create) as resp:
+                assert resp.status == 200
+                created = await resp.json()
+            assert created["code"] == 200 and created["data"]["status"] == "pending"
+            assert created["data"]["output"] is None
+            task_id = created["data"]["task_id"]
+            await asyncio.wait_for(done.wait(), 20)
+            async with http.get(f"{url}/api/v1/task/{task_id}") as resp:
+                got = await resp.json()
+            async with http.get(f"{url}/api/v1/task/{task_id}", headers={"x-api-key": "wrong"}) as resp:
+                assert resp.status == 401
+                assert (await resp.json())["data"] is None
+            mask_url = got["data"]["output"]["image_url"]
+            async with http.get(mask_url) as resp:
+                assert resp.status == 200 and resp.content_type == "image/png"
+                mask = await resp.read()
+    assert got["data"]["status"] == "completed"
+    assert got["data"]["output"]["image_urls"] == [mask_url]
+    assert got["data"]["meta"]["ended_at"] != "0001-01-01T00:00:00Z"
+    statuses = [body["data"]["status"] for _, body in received]
+    assert statuses[0] == "pending" and statuses[-1] == "completed"
+    assert {secret for secret, _ in received} == {"s3cret-for-test"}
+    assert all(
+        body["data"]["task_id"] == task_id and isinstance(body["timestamp"], int) for _, body in received
+    )
+    assert hashlib.sha256(mask).hexdigest() == next(
+        t["mask_sha256"] for t in await _tasks(url) if t["task_id"] == task_id
+    )
+
+
+async def _tasks(url: str) -> list[dict[str, Any]]:
+    async with aiohttp.ClientSession() as http, http.get(f"{url}/_sandbox/tasks") as resp:
+        return list(await resp.json())
+
+
+async def test_submit_wait_status_and_results(processes: Processes, tmp_path: Path) -> None:
+    sandbox_port, port = free_port(), free_port()
+    sandbox_url = f"http://127.0.0.1:{sandbox_port}"
+    processes.start(
+        "sandbox",
+        ["sandbox", "--port", str(sandbox_port), "--latency-min", "0", "--latency-max", "0.3"],
+        {},
+        f"{sandbox_url}/samples",
+    )
+    env = segflow_env(tmp_path, port, sandbox_url)
+    processes.start("serve", ["serve"], env, f"http://127.0.0.1:{port}/healthz")
+    client_env = {"SEGFLOW_API_URL": f"http://127.0.0.1:{port}", "SEGFLOW_API_KEY": API_KEY}
+    # A local file (uploaded to segflow and served to the upstream) and a URL, two prompts each.
+    local = tmp_path / "photo.jpg"
+    async with aiohttp.ClientSession() as http, http.get(f"{sandbox_url}/samples/portrait.jpg") as resp:
+        local.write_bytes(await resp.read())
+    submitted = await asyncio.to_thread(
+        run_cli,
+        "submit",
+        str(local),
+        f"{sandbox_url}/samples/street.jpg",
+        "--prompt",
+        "person",
+        "--prompt",
+        "car,road",
+        "--wait",
+        "--timeout",
+        "60",
+        env=client_env,
+    )
+    assert submitted.returncode == 0, submitted.stderr + submitted.stdout
+    assert "4 jobs" in submitted.stdout and "succeeded" in submitted.stdout
+    batch_id = submitted.stdout.split("batch ", 1)[1].split()[0]
+    status = await asyncio.to_thread(run_cli, "status", batch_id, env=client_env)
+    assert status.returncode == 0 and "4/4 done" in status.stdout
+    out = tmp_path / "masks"
+    results = await asyncio.to_thread(run_cli, "results", batch_id, "--out", str(out), env=client_env)
+    assert results.returncode == 0, results.stderr
+    masks = sorted(out.glob("*.png"))
+    assert len(masks) == 4
+    assert all(m.read_bytes().startswith(b"\x89PNG") for m in masks)
+
+
+async def test_keys_create_makes_a_working_key(processes: Processes, tmp_path: Path) -> None:
+    sandbox_port, port = free_port(), free_port()
+    env = segflow_env(tmp_path, port, f"http://127.0.0.1:{sandbox_port}")
+    created = await asyncio.to_thread(run_cli, "keys", "create", "--tenant", "newco", env=env)
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip()
+    assert key.startswith("sk_") and key not in (tmp_path / "segflow.db").read_bytes().decode(errors="ignore")
+    processes.start("serve", ["serve"], env, f"http://127.0.0.1:{port}/healthz")
+    async with aiohttp.ClientSession() as http:
+        async with http.get(
+            f"http://127.0.0.1:{port}/v1/batches/nope", headers={"authorization": f"Bearer {key}"}
+        ) as resp:
+            assert resp.status == 404  # authenticated (not 401); the batch just doesn't exist
+        async with http.get(
+            f"http://127.0.0.1:{port}/v1/batches/nope",
+            headers={"authorization": "Bearer sk_not-a-key-at-all"},
+        ) as resp:
+            assert resp.status == 401
+
+
+async def test_invalid_configuration_stops_start_up_naming_the_option(tmp_path: Path) -> None:
+    result = await asyncio.to_thread(run_cli, "serve", env={"SEGFLOW_MAX_IN_FLIGHT": "lots"})
+    assert result.returncode == 2
+    assert "SEGFLOW_MAX_IN_FLIGHT" in result.stderr
+    missing = await asyncio.to_thread(
+        run_cli,
+        "serve",
+        env={"SEGFLOW_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}", "SEGFLOW_WEBHOOK_KEYS": ""},
+    )
+    assert missing.returncode == 2 and "SEGFLOW_WEBHOOK_KEYS" in missing.stderr
+
+
+async def test_migrate_is_idempotent(tmp_path: Path) -> None:
+    env = {"SEGFLOW_DATABASE_URL": f"sqlite:///{tmp_path / 'm.db'}"}
+    first = await asyncio.to_thread(run_cli, "migrate", env=env)
+    second = await asyncio.to_thread(run_cli, "migrate", env=env)
+    assert first.returncode == second.returncode == 0
+    assert "schema up to date" in second.stdout
+
+
+async def test_demo_ends_with_every_job_succeeded_and_no_duplicate_paid(tmp_path: Path) -> None:
+    result = await asyncio.to_thread(run_cli, "demo", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "every job succeeded, 0 duplicates paid" in result.stdout
+    assert "succeeded" in result.stdout and "duplicates paid" in result.stdout
+    assert list((tmp_path / ".segflow").glob("demo-*/artifacts/demo/*/0.png"))
+
+
+def test_cli_help_lists_every_command() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "service.cli", "--help"], capture_output=True, text=True, check=False
+    )
+    for command in ("serve", "worker", "sandbox", "submit", "status", "results", "demo", "migrate", "keys"):
+        assert command in result.stdout
