@@ -69,8 +69,18 @@ JOB_COLUMNS: tuple[str, ...] = tuple(JobRow.__dataclass_fields__)
 """Column order of the jobs table as read by both stores."""
 
 MUTABLE_COLUMNS = frozenset(JOB_COLUMNS) - {
-    "id", "batch_id", "tenant", "seq", "image", "prompt", "negative_prompt", "segment_factor",
-    "metadata", "state", "created_at", "updated_at",
+    "id",
+    "batch_id",
+    "tenant",
+    "seq",
+    "image",
+    "prompt",
+    "negative_prompt",
+    "segment_factor",
+    "metadata",
+    "state",
+    "created_at",
+    "updated_at",
 }
 """Columns a `Change` may set; state and updated_at are the store's own."""
 
@@ -192,8 +202,14 @@ class Store(Protocol):
 
     # batches
     async def create_batch(
-        self, tenant: str, items: Sequence[JobInput], *, callback_url: str | None,
-        idempotency_key: str | None, request_hash: str, now: float,
+        self,
+        tenant: str,
+        items: Sequence[JobInput],
+        *,
+        callback_url: str | None,
+        idempotency_key: str | None,
+        request_hash: str,
+        now: float,
     ) -> tuple[BatchRow, list[JobRow], bool]: ...
     async def get_batch(self, batch_id: str) -> BatchRow | None: ...
     async def batch_summary(self, batch_id: str) -> BatchSummary | None: ...
@@ -206,9 +222,7 @@ class Store(Protocol):
     async def job_tasks(self, job_id: str) -> list[TaskRow]: ...
     async def job_events(self, job_id: str) -> list[EventRow]: ...
     async def job_artifacts(self, job_id: str) -> list[ArtifactRow]: ...
-    async def transition(
-        self, job_id: str, decide: Decision, *, task_id: str | None = None
-    ) -> Outcome: ...
+    async def transition(self, job_id: str, decide: Decision, *, task_id: str | None = None) -> Outcome: ...
 
     # work claims
     async def claim_queued(

@@ -46,8 +46,19 @@ def batch_params(b: BatchRow) -> tuple[Any, ...]:
 
 def new_job_params(job_id: str, b: BatchRow, seq: int, item: JobInput, now: float) -> tuple[Any, ...]:
     metadata = orjson.dumps(dict(item.metadata)).decode() if item.metadata is not None else None
-    return (job_id, b.id, b.tenant, seq, item.image, item.prompt, item.negative_prompt,
-            item.segment_factor, metadata, now, now)
+    return (
+        job_id,
+        b.id,
+        b.tenant,
+        seq,
+        item.image,
+        item.prompt,
+        item.negative_prompt,
+        item.segment_factor,
+        metadata,
+        now,
+        now,
+    )
 
 
 def task(row: Sequence[Any]) -> TaskRow:
@@ -111,7 +122,18 @@ def plan(current: JobRow, change: Change, now: float) -> Plan | None:
         t = change.task
         task_params = (t.task_id, current.id, t.attempt, t.origin, t.status, now, now)
     artifact_params = [
-        (a.job_id, a.idx, a.sha256, a.bytes, a.width, a.height, a.path, a.source_url, a.content_type, a.created_at)
+        (
+            a.job_id,
+            a.idx,
+            a.sha256,
+            a.bytes,
+            a.width,
+            a.height,
+            a.path,
+            a.source_url,
+            a.content_type,
+            a.created_at,
+        )
         for a in change.artifacts
     ]
     event_params = None

@@ -45,7 +45,9 @@ _TERMINAL = ", ".join(f"'{s.value}'" for s in TERMINAL)
 _IN_FLIGHT = ", ".join(f"'{s.value}'" for s in IN_FLIGHT)
 
 SELECT_JOB = f"SELECT {_JOB_COLS} FROM jobs WHERE id = ?"
-SELECT_TASK = "SELECT task_id, job_id, attempt, origin, status, created_at, updated_at FROM tasks WHERE task_id = ?"
+SELECT_TASK = (
+    "SELECT task_id, job_id, attempt, origin, status, created_at, updated_at FROM tasks WHERE task_id = ?"
+)
 SELECT_JOB_TASKS = (
     "SELECT task_id, job_id, attempt, origin, status, created_at, updated_at FROM tasks "
     "WHERE job_id = ? ORDER BY attempt, created_at"
@@ -82,7 +84,9 @@ BATCH_JOBS = f"SELECT {_JOB_COLS} FROM jobs WHERE batch_id = ? AND seq > ? ORDER
 BATCH_JOBS_IN_STATE = (
     f"SELECT {_JOB_COLS} FROM jobs WHERE batch_id = ? AND state = ? AND seq > ? ORDER BY seq LIMIT ?"
 )
-BATCH_COUNTS = "SELECT state, count(*), coalesce(sum(price_usd), 0) FROM jobs WHERE batch_id = ? GROUP BY state"
+BATCH_COUNTS = (
+    "SELECT state, count(*), coalesce(sum(price_usd), 0) FROM jobs WHERE batch_id = ? GROUP BY state"
+)
 COUNT_IN_FLIGHT = f"SELECT count(*) FROM jobs WHERE state IN ({_IN_FLIGHT})"
 CLAIM_QUEUED = (
     f"UPDATE jobs SET state = 'submitting', lease_owner = ?, lease_until = ?, updated_at = ? "
@@ -176,16 +180,17 @@ class SqliteStore:
 
     def _migrate(self) -> None:
         conn = self._conn()
-        conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at REAL)")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at REAL)"
+        )
         done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
         for version, sql in migration_files("sqlite"):
             if version in done:
                 continue
             # One script, one transaction: a migration applies whole or not at all.
             try:
-                conn.executescript(
-                    f"BEGIN IMMEDIATE;\n{sql}\n;INSERT INTO schema_migrations VALUES ({version}, {time.time()});\nCOMMIT;"
-                )
+                record = f"INSERT INTO schema_migrations VALUES ({version}, {time.time()})"
+                conn.executescript(f"BEGIN IMMEDIATE;\n{sql}\n;{record};\nCOMMIT;")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
@@ -214,7 +219,9 @@ class SqliteStore:
                 batch = self._pending[: self._max]
                 del self._pending[: self._max]
                 try:
-                    results = await loop.run_in_executor(self._wexec, self._run_batch, [op for op, _ in batch])
+                    results = await loop.run_in_executor(
+                        self._wexec, self._run_batch, [op for op, _ in batch]
+                    )
                 except sqlite3.Error as exc:
                     failure = StoreError(f"commit failed: {exc}")
                     for _, fut in batch:
@@ -272,8 +279,14 @@ class SqliteStore:
     # batches -------------------------------------------------------------------------------
 
     async def create_batch(
-        self, tenant: str, items: Sequence[JobInput], *, callback_url: str | None,
-        idempotency_key: str | None, request_hash: str, now: float,
+        self,
+        tenant: str,
+        items: Sequence[JobInput],
+        *,
+        callback_url: str | None,
+        idempotency_key: str | None,
+        request_hash: str,
+        now: float,
     ) -> tuple[BatchRow, list[JobRow], bool]:
         def op(c: sqlite3.Connection) -> tuple[BatchRow, list[JobRow], bool]:
             if idempotency_key is not None:
@@ -284,9 +297,14 @@ class SqliteStore:
                         raise IdempotencyConflict(idempotency_key)
                     jobs = [rows.job(r) for r in c.execute(BATCH_JOBS, (batch.id, -1, batch.total))]
                     return batch, jobs, False
-            batch = BatchRow(str(uuid.uuid4()), tenant, callback_url, idempotency_key, request_hash, len(items), now)
+            batch = BatchRow(
+                str(uuid.uuid4()), tenant, callback_url, idempotency_key, request_hash, len(items), now
+            )
             c.execute(INSERT_BATCH, rows.batch_params(batch))
-            params = [rows.new_job_params(str(uuid.uuid4()), batch, seq, item, now) for seq, item in enumerate(items)]
+            params = [
+                rows.new_job_params(str(uuid.uuid4()), batch, seq, item, now)
+                for seq, item in enumerate(items)
+            ]
             c.executemany(INSERT_JOB, params)
             c.executemany(INSERT_EVENT, [(p[0], now, "accepted", "", "queued", "api", None) for p in params])
             jobs = [rows.job(r) for r in c.execute(BATCH_JOBS, (batch.id, -1, len(items)))]
@@ -305,15 +323,23 @@ class SqliteStore:
             if not row:
                 return None
             counts = c.execute(BATCH_COUNTS, (batch_id,)).fetchall()
-            return BatchSummary(rows.batch(row), {s: n for s, n, _ in counts}, round(sum(p for *_, p in counts), 6))
+            return BatchSummary(
+                rows.batch(row), {s: n for s, n, _ in counts}, round(sum(p for *_, p in counts), 6)
+            )
 
         return await self._read(fn)
 
-    async def list_batch_jobs(self, batch_id: str, *, state: State | None, after_seq: int, limit: int) -> list[JobRow]:
+    async def list_batch_jobs(
+        self, batch_id: str, *, state: State | None, after_seq: int, limit: int
+    ) -> list[JobRow]:
         if state is None:
-            return await self._read(lambda c: [rows.job(r) for r in c.execute(BATCH_JOBS, (batch_id, after_seq, limit))])
+            return await self._read(
+                lambda c: [rows.job(r) for r in c.execute(BATCH_JOBS, (batch_id, after_seq, limit))]
+            )
         return await self._read(
-            lambda c: [rows.job(r) for r in c.execute(BATCH_JOBS_IN_STATE, (batch_id, state.value, after_seq, limit))]
+            lambda c: [
+                rows.job(r) for r in c.execute(BATCH_JOBS_IN_STATE, (batch_id, state.value, after_seq, limit))
+            ]
         )
 
     # jobs ----------------------------------------------------------------------------------
@@ -375,8 +401,18 @@ class SqliteStore:
             claimed = [rows.job(r) for r in c.execute(CLAIM_QUEUED, (owner, now + lease_s, now, now, room))]
             c.executemany(
                 INSERT_EVENT,
-                [(j.id, now, "claim", "queued", "submitting", "submitter", orjson.dumps({"attempt": j.attempt}).decode())
-                 for j in claimed],
+                [
+                    (
+                        j.id,
+                        now,
+                        "claim",
+                        "queued",
+                        "submitting",
+                        "submitter",
+                        orjson.dumps({"attempt": j.attempt}).decode(),
+                    )
+                    for j in claimed
+                ],
             )
             return claimed
 
@@ -385,7 +421,9 @@ class SqliteStore:
 
     async def claim_fetching(self, owner: str, *, now: float, limit: int, lease_s: float) -> list[JobRow]:
         result: list[JobRow] = await self._write(
-            lambda c: [rows.job(r) for r in c.execute(CLAIM_FETCHING, (owner, now + lease_s, now, now, limit))]
+            lambda c: [
+                rows.job(r) for r in c.execute(CLAIM_FETCHING, (owner, now + lease_s, now, now, limit))
+            ]
         )
         return result
 
@@ -409,4 +447,3 @@ class SqliteStore:
     async def flow_counts(self) -> Mapping[str, int]:
         row = await self._read(lambda c: c.execute(FLOW_COUNTS).fetchone())
         return rows.flow_counts(row)
-
