@@ -60,7 +60,8 @@ SELECT_ARTIFACTS = (
     "SELECT job_id, idx, sha256, bytes, width, height, path, source_url, content_type, created_at "
     "FROM artifacts WHERE job_id = ? ORDER BY idx"
 )
-SELECT_BATCH = "SELECT id, tenant, callback_url, idempotency_key, request_hash, total, created_at FROM batches WHERE id = ?"
+_BATCH_COLS = "id, tenant, callback_url, idempotency_key, request_hash, total, created_at"
+SELECT_BATCH = f"SELECT {_BATCH_COLS} FROM batches WHERE id = ?"
 SELECT_BATCH_BY_KEY = (
     "SELECT id, tenant, callback_url, idempotency_key, request_hash, total, created_at FROM batches "
     "WHERE tenant = ? AND idempotency_key = ?"
