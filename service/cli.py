@@ -228,7 +228,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", help="TOML file (default: SEGFLOW_CONFIG, else built-in defaults)")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("serve", help="API, webhook receiver and every worker in one process")
+    sv = sub.add_parser("serve", help="API, webhook receiver and every worker in one process")
+    sv.add_argument(
+        "--no-workers",
+        action="store_true",
+        help="HTTP only (API and webhooks); run the roles with `segflow worker`",
+    )
     w = sub.add_parser("worker", help="background roles only, no HTTP")
     w.add_argument("--role", action="append", choices=ALL_ROLES, required=True)
     sandbox_cli.add_arguments(sub.add_parser("sandbox", help="the local stand-in for the upstream API"))
@@ -293,7 +298,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "serve":
         from service.workers import ALL_ROLES
 
-        return asyncio.run(_serve(settings, ALL_ROLES))
+        return asyncio.run(_serve(settings, () if args.no_workers else ALL_ROLES))
     if args.command == "worker":
         return asyncio.run(_worker(settings, args.role))
     if args.command == "migrate":

@@ -169,6 +169,42 @@ async def test_submit_wait_status_and_results(processes: Processes, tmp_path: Pa
     assert all(m.read_bytes().startswith(b"\x89PNG") for m in masks)
 
 
+async def test_http_and_workers_in_separate_processes_on_one_sqlite_file(
+    processes: Processes, tmp_path: Path
+) -> None:
+    sandbox_port, port = free_port(), free_port()
+    sandbox_url = f"http://127.0.0.1:{sandbox_port}"
+    processes.start(
+        "sandbox",
+        ["sandbox", "--port", str(sandbox_port), "--latency-min", "0", "--latency-max", "0.3"],
+        {},
+        f"{sandbox_url}/samples",
+    )
+    env = segflow_env(tmp_path, port, sandbox_url)
+    processes.start("http", ["serve", "--no-workers"], env, f"http://127.0.0.1:{port}/healthz")
+    worker = run_background(env, "worker", "--role", "submitter", "--role", "reconciler", "--role", "fetcher")
+    processes.running.append(worker)
+    csv_file = tmp_path / "jobs.csv"
+    csv_file.write_text(
+        "image,prompt,negative_prompt,segment_factor\n"
+        + "".join(f"{sandbox_url}/samples/shapes.png,shape {i},,{i}\n" for i in range(6))
+    )
+    client_env = {"SEGFLOW_API_URL": f"http://127.0.0.1:{port}", "SEGFLOW_API_KEY": API_KEY}
+    submitted = await asyncio.to_thread(
+        run_cli, "submit", "--csv", str(csv_file), "--wait", "--timeout", "60", env=client_env
+    )
+    assert submitted.returncode == 0, submitted.stderr + submitted.stdout
+    assert "6 jobs" in submitted.stdout and "succeeded" in submitted.stdout
+
+
+def run_background(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
+    import os
+
+    return subprocess.Popen(
+        [*SEGFLOW, *args], env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
 async def test_keys_create_makes_a_working_key(processes: Processes, tmp_path: Path) -> None:
     sandbox_port, port = free_port(), free_port()
     env = segflow_env(tmp_path, port, f"http://127.0.0.1:{sandbox_port}")
