@@ -185,6 +185,76 @@ class Outcome:
         return bool(self.applied and self.before and self.after and self.before.state != self.after.state)
 
 
+@dataclass(frozen=True, slots=True)
+class SubscriptionRow:
+    id: str
+    tenant: str
+    url: str
+    event_types: tuple[str, ...]  # empty: every type
+    asymmetric: bool
+    created_at: float
+    disabled_at: float | None
+    disabled_reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    id: str
+    tenant: str
+    type: str
+    batch_id: str
+    job_id: str | None
+    payload: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRow:
+    """One event to one destination, with its delivery state."""
+
+    id: int
+    event_id: str
+    target: str  # a subscription id, or "batch"
+    url: str
+    signer: str
+    asymmetric: bool
+    state: str  # pending | delivered | dead
+    attempts: int
+    next_at: float
+    last_status: int | None
+    last_error: str | None
+    created_at: float
+    finished_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryAttemptRow:
+    delivery_id: int
+    n: int
+    at: float
+    status: int | None
+    duration_ms: float
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedDelivery:
+    delivery: DeliveryRow
+    payload: str
+    tenant: str
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptResult:
+    """What one delivery attempt ended in, and what happens next."""
+
+    status: int | None
+    duration_ms: float
+    error: str | None
+    outcome: str  # delivered | retry | dead | gone (410: the subscription is disabled)
+    next_at: float | None = None
+
+
 class Decision(Protocol):
     def __call__(self, job: JobRow | None, task: TaskRow | None, /) -> Change | None: ...
 
@@ -236,6 +306,22 @@ class Store(Protocol):
     # figures
     async def job_counts(self) -> Mapping[str, int]: ...
     async def flow_counts(self) -> Mapping[str, int]: ...
+
+    # callbacks: subscriptions, the outbox and its deliveries
+    async def add_subscription(self, sub: SubscriptionRow) -> None: ...
+    async def list_subscriptions(self, tenant: str) -> list[SubscriptionRow]: ...
+    async def get_subscription(self, sub_id: str) -> SubscriptionRow | None: ...
+    async def delete_subscription(self, tenant: str, sub_id: str) -> bool: ...
+    async def list_events(self, tenant: str, *, since: float, limit: int) -> list[OutboxRow]: ...
+    async def get_event(self, event_id: str) -> OutboxRow | None: ...
+    async def event_deliveries(self, event_id: str) -> list[tuple[DeliveryRow, list[DeliveryAttemptRow]]]: ...
+    async def claim_deliveries(
+        self, owner: str, *, now: float, limit: int, lease_s: float
+    ) -> list[ClaimedDelivery]: ...
+    async def finish_attempt(self, delivery: DeliveryRow, result: AttemptResult, *, now: float) -> None: ...
+    async def replay_event(self, event_id: str, *, now: float) -> int: ...
+    async def replay_subscription(self, sub_id: str, *, since: float, now: float) -> int: ...
+    async def dead_deliveries(self, tenant: str, *, limit: int) -> list[DeliveryRow]: ...
 
 
 DecideFn = Callable[[JobRow | None, TaskRow | None], Change | None]

@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from service.callback_events import OutboxEvent, job_event
 from service.states import State, transition
 from service.store.base import (
     JOB_COLUMNS,
@@ -75,6 +76,10 @@ def artifact(row: Sequence[Any]) -> ArtifactRow:
     return ArtifactRow(*row)
 
 
+def outbox_params(e: OutboxEvent) -> tuple[Any, ...]:
+    return (e.id, e.tenant, e.type, e.batch_id, e.job_id, e.payload, e.created_at)
+
+
 def flow_counts(row: Sequence[Any]) -> Mapping[str, int]:
     by_webhook, by_poll, adopted, tasks, jobs_with_tasks, ambiguous = (int(v or 0) for v in row)
     return {
@@ -98,6 +103,7 @@ class Plan:
     artifact_params: list[tuple[Any, ...]]
     event_params: tuple[Any, ...] | None
     after: JobRow
+    outbox: OutboxEvent | None
 
 
 def plan(current: JobRow, change: Change, now: float) -> Plan | None:
@@ -143,7 +149,8 @@ def plan(current: JobRow, change: Change, now: float) -> Plan | None:
         event_params = (current.id, now, name, current.state.value, to_state.value, change.source, detail)
     typed: dict[str, Any] = {c: (tuple(v) if c == "output_urls" else v) for c, v in cols.items()}
     after = dataclasses.replace(current, state=to_state, updated_at=now, **typed)
-    return Plan(columns, update_params, task_params, artifact_params, event_params, after)
+    outbox = job_event(after, change.artifacts, now) if to_state != current.state else None
+    return Plan(columns, update_params, task_params, artifact_params, event_params, after, outbox)
 
 
 def _encode(column: str, value: Any) -> Any:

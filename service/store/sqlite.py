@@ -36,6 +36,7 @@ from service.store.base import (
     TaskRow,
 )
 from service.store.migrations import migration_files
+from service.store.sqlite_callbacks import SqliteCallbacks, write_outbox
 
 T = TypeVar("T")
 Op = Callable[[sqlite3.Connection], Any]
@@ -126,7 +127,7 @@ INSERT_KEY = "INSERT OR REPLACE INTO api_keys (key_hash, tenant, label, created_
 SELECT_KEY = "SELECT tenant FROM api_keys WHERE key_hash = ?"
 
 
-class SqliteStore:
+class SqliteStore(SqliteCallbacks):
     """The `Store` on one SQLite file."""
 
     def __init__(self, path: str | Path, *, group_commit_max: int = 256, synchronous: str = "FULL") -> None:
@@ -377,6 +378,8 @@ class SqliteStore:
                 c.executemany(INSERT_ARTIFACT, plan.artifact_params)
             if plan.event_params:
                 c.execute(INSERT_EVENT, plan.event_params)
+            if plan.outbox is not None:
+                write_outbox(c, plan.outbox, plan.after.updated_at)
             return Outcome(job, plan.after, True)
 
         result: Outcome = await self._write(op)
