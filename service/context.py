@@ -46,7 +46,7 @@ async def open_services(settings: Settings, store: Store | None = None) -> Servi
         ),
     )
     await upstream.start()
-    return Services(
+    services = Services(
         settings=settings,
         store=store,
         upstream=upstream,
@@ -54,3 +54,7 @@ async def open_services(settings: Settings, store: Store | None = None) -> Servi
         artifacts=LocalArtifactStore(settings.artifact_dir),
         instance_id=settings.instance_id or _secrets.token_hex(4),
     )
+    listen = getattr(store, "listen", None)
+    if listen is not None:  # PostgreSQL: workers on every replica wake on NOTIFY
+        await listen(services.wakeup.notify)
+    return services

@@ -12,6 +12,7 @@ class Topic(enum.StrEnum):
     SUBMIT = "submit"
     FETCH = "fetch"
     RECONCILE = "reconcile"
+    DELIVER = "deliver"
 
 
 class Wakeup:

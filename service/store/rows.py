@@ -4,7 +4,7 @@ parameters of one compare-and-set."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +29,7 @@ __all__ = ["JOB_COLUMNS", "Plan", "batch", "job", "plan"]
 _STATES = {s.value: s for s in State}
 
 
-def job(row: Sequence[Any]) -> JobRow:
+def job(row: Iterable[Any]) -> JobRow:
     values = list(row)
     values[8] = orjson.loads(values[8]) if values[8] else None  # metadata
     values[9] = _STATES[values[9]]  # state
@@ -37,7 +37,7 @@ def job(row: Sequence[Any]) -> JobRow:
     return JobRow(*values)
 
 
-def batch(row: Sequence[Any]) -> BatchRow:
+def batch(row: Iterable[Any]) -> BatchRow:
     return BatchRow(*row)
 
 
@@ -62,17 +62,17 @@ def new_job_params(job_id: str, b: BatchRow, seq: int, item: JobInput, now: floa
     )
 
 
-def task(row: Sequence[Any]) -> TaskRow:
+def task(row: Iterable[Any]) -> TaskRow:
     return TaskRow(*row)
 
 
-def event(row: Sequence[Any]) -> EventRow:
+def event(row: Iterable[Any]) -> EventRow:
     values = list(row)
     values[7] = orjson.loads(values[7]) if values[7] else None
     return EventRow(*values)
 
 
-def artifact(row: Sequence[Any]) -> ArtifactRow:
+def artifact(row: Iterable[Any]) -> ArtifactRow:
     return ArtifactRow(*row)
 
 
@@ -80,7 +80,7 @@ def outbox_params(e: OutboxEvent) -> tuple[Any, ...]:
     return (e.id, e.tenant, e.type, e.batch_id, e.job_id, e.payload, e.created_at)
 
 
-def flow_counts(row: Sequence[Any]) -> Mapping[str, int]:
+def flow_counts(row: Iterable[Any]) -> Mapping[str, int]:
     by_webhook, by_poll, adopted, tasks, jobs_with_tasks, ambiguous = (int(v or 0) for v in row)
     return {
         "completed_by_webhook": by_webhook,

@@ -25,21 +25,21 @@ from service.store.base import (
 T = TypeVar("T")
 _TERMINAL = ", ".join(f"'{s.value}'" for s in TERMINAL)
 _DELIVERY_COLS = (
-    "id, event_id, target, url, signer, asymmetric, state, attempts, next_at, last_status, last_error, "
+    "id, event_id, target, url, signer, ed25519, state, attempts, next_at, last_status, last_error, "
     "created_at, finished_at"
 )
 _OUTBOX_COLS = "id, tenant, type, batch_id, job_id, payload, created_at"
-_SUB_COLS = "id, tenant, url, event_types, asymmetric, created_at, disabled_at, disabled_reason"
+_SUB_COLS = "id, tenant, url, event_types, ed25519, created_at, disabled_at, disabled_reason"
 
 INSERT_OUTBOX = f"INSERT OR IGNORE INTO outbox ({_OUTBOX_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
 # One statement fans an event out to every destination: the batch's callback_url and each enabled
 # subscription of the tenant that wants this event type.
 FAN_OUT = """
-INSERT OR IGNORE INTO deliveries (event_id, target, url, signer, asymmetric, state, next_at, created_at)
+INSERT OR IGNORE INTO deliveries (event_id, target, url, signer, ed25519, state, next_at, created_at)
 SELECT :event, 'batch', b.callback_url, 'tenant:' || b.tenant, 0, 'pending', :now, :now
   FROM batches b WHERE b.id = :batch AND b.callback_url IS NOT NULL
 UNION ALL
-SELECT :event, s.id, s.url, s.id, s.asymmetric, 'pending', :now, :now
+SELECT :event, s.id, s.url, s.id, s.ed25519, 'pending', :now, :now
   FROM subscriptions s
  WHERE s.tenant = :tenant AND s.disabled_at IS NULL
    AND (s.event_types = '[]' OR EXISTS (SELECT 1 FROM json_each(s.event_types) WHERE value = :type))

@@ -15,8 +15,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from service.states import Event, State
+from service.store import open_store_for
 from service.store.base import Change, JobInput, JobRow, TaskUpsert
-from service.store.sqlite import SqliteStore
+from tests.fixtures.database import dump_database
 from tests.fixtures.segflow import RunningSegflow
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "upstream"
@@ -113,7 +114,7 @@ async def test_completed_webhook_moves_job_to_fetching_durably(app: RunningSegfl
     status, answer = await post(app, job.id, body_for(app, job), secret_for(app, job.id))
     assert (status, answer["status"]) == (200, "applied")
     # Read through a second, independent connection: the write was committed before the 200.
-    other = SqliteStore(tmp_path / "segflow.db")
+    other = open_store_for(app.settings.database_url)
     await other.open()
     try:
         seen = await other.get_job(job.id)
@@ -237,8 +238,8 @@ async def test_the_secret_is_never_stored_or_logged(app: RunningSegflow, tmp_pat
         await post(app, job.id, b"{broken", secret)
         await post(app, job.id, body_for(app, job, status="completed", task_id=str(uuid.uuid4())), secret)
     assert secret not in repr(logs)
-    await app.store.close()  # flush the WAL so every byte written is in the files we read
-    stored = b"".join(p.read_bytes() for p in tmp_path.glob("segflow.db*"))
+    await app.store.close()  # flush SQLite's WAL so every byte written is in the files we read
+    stored = await dump_database(app.settings.database_url)
     assert secret.encode() not in stored
     assert job.id.encode() in stored  # the search itself works: the job is in those bytes
 

@@ -6,7 +6,7 @@ CREATE TABLE subscriptions (
     tenant           TEXT NOT NULL,
     url              TEXT NOT NULL,
     event_types      TEXT NOT NULL,            -- JSON list; empty means every type
-    asymmetric       INTEGER NOT NULL DEFAULT 0,
+    ed25519       INTEGER NOT NULL DEFAULT 0,
     created_at       REAL NOT NULL,
     disabled_at      REAL,
     disabled_reason  TEXT
@@ -31,7 +31,7 @@ CREATE TABLE deliveries (
     target       TEXT NOT NULL,                -- a subscription id, or 'batch' for the batch's callback_url
     url          TEXT NOT NULL,
     signer       TEXT NOT NULL,                -- whose secret signs: the subscription id or 'tenant:<name>'
-    asymmetric   INTEGER NOT NULL DEFAULT 0,
+    ed25519   INTEGER NOT NULL DEFAULT 0,
     state        TEXT NOT NULL,                -- pending | delivered | dead
     attempts     INTEGER NOT NULL DEFAULT 0,
     next_at      REAL NOT NULL,
