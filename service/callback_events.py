@@ -71,9 +71,7 @@ def job_event(job: JobRow, artifacts: Sequence[ArtifactRow], now: float) -> Outb
         "price_usd": job.price_usd,
         "finished_at": _iso(job.finished_at or now),
     }
-    return OutboxEvent(
-        event_id, job.tenant, kind, job.batch_id, job.id, _body(event_id, kind, now, data), now
-    )
+    return OutboxEvent(event_id, job.tenant, kind, job.batch_id, job.id, _body(event_id, kind, now, data), now)
 
 
 def batch_completed_event(

@@ -161,9 +161,7 @@ async def _submit(args: argparse.Namespace) -> int:
     console = Console()
     async with SegflowClient(args.url, _api_key()) as client:
         items = await _items(args, client)
-        answer = await client.submit(
-            items, callback_url=args.callback_url, idempotency_key=args.idempotency_key
-        )
+        answer = await client.submit(items, callback_url=args.callback_url, idempotency_key=args.idempotency_key)
         console.print(f"batch [bold]{answer['batch_id']}[/] accepted: {len(answer['jobs'])} jobs")
         if args.wait:
             summary = await wait_for_batch(client, answer["batch_id"], console, timeout_s=args.timeout)
@@ -180,9 +178,7 @@ async def _status(args: argparse.Namespace) -> int:
     console = Console()
     async with SegflowClient(args.url, _api_key()) as client:
         summary = await client.batch(args.batch_id)
-    console.print(
-        counts_table(f"batch {args.batch_id}: {summary['done']}/{summary['total']} done", summary["counts"])
-    )
+    console.print(counts_table(f"batch {args.batch_id}: {summary['done']}/{summary['total']} done", summary["counts"]))
     console.print(f"spend: ${summary['spend_usd']:.2f}")
     return 0
 
@@ -287,9 +283,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from service.demo import run_demo
 
-        return asyncio.run(
-            run_demo(jobs_per_image=args.jobs_per_image, seed=args.seed, faults=not args.no_faults)
-        )
+        return asyncio.run(run_demo(jobs_per_image=args.jobs_per_image, seed=args.seed, faults=not args.no_faults))
     if args.command in ("submit", "status", "results"):
         handler = {"submit": _submit, "status": _status, "results": _results}[args.command]
         return asyncio.run(handler(args))

@@ -46,9 +46,7 @@ def decide_snapshot(
             return None
         task_attempt = _owning_attempt(job, task, attempt)
         current = snap.task_id == job.task_id or (
-            task_attempt == job.attempt
-            and job.task_id is None
-            and job.state in (State.SUBMITTING, State.UNKNOWN)
+            task_attempt == job.attempt and job.task_id is None and job.state in (State.SUBMITTING, State.UNKNOWN)
         )
         origin = task.origin if task else _origin(job, current)
         upsert = TaskUpsert(snap.task_id, task_attempt, origin, snap.status.value)
@@ -56,11 +54,7 @@ def decide_snapshot(
         adopt = {"task_id": snap.task_id} if current and job.task_id is None else {}
         if job.state not in _AWAITING:
             # Stale or duplicate: only a task we never heard of is worth writing down (it was paid).
-            return (
-                Change(None, source, task=upsert, note="task_recorded", detail=detail)
-                if task is None
-                else None
-            )
+            return Change(None, source, task=upsert, note="task_recorded", detail=detail) if task is None else None
         if snap.status is TaskStatus.COMPLETED:
             return Change(
                 Event.COMPLETED,
@@ -78,11 +72,7 @@ def decide_snapshot(
                 detail=detail,
             )
         if not current:
-            return (
-                Change(None, source, task=upsert, note="task_recorded", detail=detail)
-                if task is None
-                else None
-            )
+            return Change(None, source, task=upsert, note="task_recorded", detail=detail) if task is None else None
         if snap.status is TaskStatus.FAILED:
             return _failure(job, snap, policy, now, source, upsert, detail)
         if job.state is State.SUBMITTED:
@@ -194,9 +184,7 @@ async def apply_snapshot(
     `otherwise` decides what to write when the snapshot itself changes nothing (the reconciler
     reschedules its next poll that way).
     """
-    decide = decide_snapshot(
-        snap, attempt=attempt, source=source, policy=policy_of(services), now=time.time()
-    )
+    decide = decide_snapshot(snap, attempt=attempt, source=source, policy=policy_of(services), now=time.time())
     if otherwise is not None:
         first = decide
 

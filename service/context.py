@@ -41,9 +41,7 @@ async def open_services(settings: Settings, store: Store | None = None) -> Servi
     upstream = UpstreamClient(
         settings.upstream_url,
         settings.upstream_api_key,
-        timeouts=UpstreamTimeouts(
-            connect_s=settings.upstream_connect_timeout_s, total_s=settings.upstream_timeout_s
-        ),
+        timeouts=UpstreamTimeouts(connect_s=settings.upstream_connect_timeout_s, total_s=settings.upstream_timeout_s),
     )
     await upstream.start()
     services = Services(

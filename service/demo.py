@@ -97,9 +97,7 @@ async def run_demo(*, jobs_per_image: int = 6, seed: int = 7, faults: bool = Tru
                     f"segflow {segflow_url}  data {workdir}"
                 )
                 if faults:
-                    on = {
-                        k: v for k, v in sandbox_settings.faults.as_dict().items() if k in FAULT_KINDS and v
-                    }
+                    on = {k: v for k, v in sandbox_settings.faults.as_dict().items() if k in FAULT_KINDS and v}
                     console.print("sandbox faults on: " + ", ".join(f"{k} {v:.0%}" for k, v in on.items()))
                 async with SegflowClient(segflow_url, api_key) as client:
                     images = await _sample_images(sandbox_url)
@@ -120,9 +118,7 @@ async def run_demo(*, jobs_per_image: int = 6, seed: int = 7, faults: bool = Tru
     for violation in report.violations:
         console.print(f"[red]violation:[/] {violation}")
     ok = summary["counts"].get("succeeded", 0) == summary["total"] and report.ok
-    console.print(
-        "[bold green]every job succeeded, 0 duplicates paid[/]" if ok else "[bold red]demo failed[/]"
-    )
+    console.print("[bold green]every job succeeded, 0 duplicates paid[/]" if ok else "[bold red]demo failed[/]")
     return 0 if ok else 1
 
 

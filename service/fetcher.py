@@ -190,9 +190,7 @@ class Fetcher(Worker):
 
     async def _write(self, job: JobRow, change: Change) -> bool:
         def decide(current: JobRow | None, _task: TaskRow | None) -> Change | None:
-            held = (
-                current is not None and current.state is State.FETCHING and current.lease_owner == self.owner
-            )
+            held = current is not None and current.state is State.FETCHING and current.lease_owner == self.owner
             return change if held else None
 
         outcome = await self.services.store.transition(job.id, decide)

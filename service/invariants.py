@@ -60,9 +60,7 @@ async def check_run(
         if not job.state.is_terminal:
             report.violations.append(f"{job_id}: not final ({job.state.value})")
         finals = [
-            e
-            for e in events
-            if e.to_state in {s.value for s in State if s.is_terminal} and e.from_state != e.to_state
+            e for e in events if e.to_state in {s.value for s in State if s.is_terminal} and e.from_state != e.to_state
         ]
         retries = sum(1 for e in events if e.event == "retry")
         if job.state.is_terminal and len(finals) != retries + 1:

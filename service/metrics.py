@@ -11,12 +11,8 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.webhooks = Counter(
-            "segflow_webhooks_total", "Webhook deliveries by answer", ["outcome"], registry=r
-        )
-        self.transitions = Counter(
-            "segflow_transitions_total", "Job state changes", ["event", "source"], registry=r
-        )
+        self.webhooks = Counter("segflow_webhooks_total", "Webhook deliveries by answer", ["outcome"], registry=r)
+        self.transitions = Counter("segflow_transitions_total", "Job state changes", ["event", "source"], registry=r)
         self.upstream_calls = Counter(
             "segflow_upstream_calls_total",
             "Upstream calls by operation and result",
@@ -24,13 +20,9 @@ class Metrics:
             registry=r,
         )
         self.polls = Counter("segflow_polls_total", "Reconciler polls by result", ["result"], registry=r)
-        self.downloads = Counter(
-            "segflow_downloads_total", "Mask downloads by result", ["result"], registry=r
-        )
+        self.downloads = Counter("segflow_downloads_total", "Mask downloads by result", ["result"], registry=r)
         self.download_bytes = Counter("segflow_download_bytes_total", "Mask bytes stored", registry=r)
-        self.in_flight = Gauge(
-            "segflow_upstream_in_flight", "Jobs that may have a live upstream task", registry=r
-        )
+        self.in_flight = Gauge("segflow_upstream_in_flight", "Jobs that may have a live upstream task", registry=r)
         self.webhook_seconds = Histogram(
             "segflow_webhook_seconds",
             "Webhook handling time, durable write included",

@@ -144,9 +144,7 @@ class Reconciler(Worker):
         def otherwise(current: JobRow | None, _task: TaskRow | None) -> Change | None:
             return reschedule if current is not None and current.state is State.SUBMITTED else None
 
-        outcome = await apply_snapshot(
-            self.services, job.id, snap, attempt=None, source="poll", otherwise=otherwise
-        )
+        outcome = await apply_snapshot(self.services, job.id, snap, attempt=None, source="poll", otherwise=otherwise)
         if outcome.state_changed:
             log.info(
                 "poll_applied",
@@ -156,9 +154,7 @@ class Reconciler(Worker):
 
     def _reschedule(self, job: JobRow) -> Change:
         delay = self.poll_backoff.delay(job.poll_count + 1)
-        return Change(
-            None, "reconciler", set={"next_check_at": time.time() + delay, "poll_count": job.poll_count + 1}
-        )
+        return Change(None, "reconciler", set={"next_check_at": time.time() + delay, "poll_count": job.poll_count + 1})
 
     def _not_found(self, job: JobRow) -> Change:
         if job.poll_count + 1 < _NOT_FOUND_GIVE_UP:

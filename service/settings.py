@@ -96,8 +96,7 @@ class Settings:
 
     def __repr__(self) -> str:
         shown = {
-            f.name: ("[redacted]" if f.metadata["secret"] else getattr(self, f.name))
-            for f in dataclasses.fields(self)
+            f.name: ("[redacted]" if f.metadata["secret"] else getattr(self, f.name)) for f in dataclasses.fields(self)
         }
         return f"Settings({shown})"
 
@@ -127,9 +126,7 @@ def _validate(s: Settings) -> None:
         parts = urlsplit(getattr(s, name))
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(f"{_where(_field(name))}: must be an http(s) URL")
-    if not (
-        s.database_url.startswith("sqlite:///") or s.database_url.startswith(("postgresql://", "postgres://"))
-    ):
+    if not (s.database_url.startswith("sqlite:///") or s.database_url.startswith(("postgresql://", "postgres://"))):
         raise ConfigError(f"{_where(_field('database_url'))}: use sqlite:///PATH or postgresql://…")
     if s.log_format not in ("console", "json"):
         raise ConfigError(f"{_where(_field('log_format'))}: 'console' or 'json'")

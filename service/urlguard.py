@@ -31,9 +31,7 @@ def _literal(host: str) -> str | None:
         return None
 
 
-def check_url(
-    url: str, *, allowed_hosts: frozenset[str] | None, allow_private: bool, https_only: bool
-) -> SplitResult:
+def check_url(url: str, *, allowed_hosts: frozenset[str] | None, allow_private: bool, https_only: bool) -> SplitResult:
     """Parse `url` and apply every rule that does not need DNS; raises UrlRefused."""
     parts = urlsplit(url)
     if parts.scheme not in ("https",) + (() if https_only else ("http",)):

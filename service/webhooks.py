@@ -86,9 +86,7 @@ async def receive_webhook(request: Request) -> Response:
     try:
         outcome = await apply_snapshot(services, job_id, snap, attempt=attempt, source="webhook")
     except SnapshotRefused as exc:
-        log.warning(
-            "webhook_rejected", job_id=job_id, task_id=snap.task_id, reason="foreign_task", error=str(exc)
-        )
+        log.warning("webhook_rejected", job_id=job_id, task_id=snap.task_id, reason="foreign_task", error=str(exc))
         return _answer(400, "foreign_task", services, started)
     except StoreError as exc:
         log.error("webhook_not_durable", job_id=job_id, task_id=snap.task_id, error=str(exc))

@@ -11,6 +11,7 @@ from typing import Any
 import structlog
 
 from service.context import Services
+from service.store.base import StoreError
 from service.wakeup import Topic
 
 
@@ -57,8 +58,13 @@ class Worker:
 
     def _done(self, task: asyncio.Task[Any]) -> None:
         self._inflight.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            self.log.error("work_item_crashed", error=repr(task.exception()), exc_info=task.exception())
+        if task.cancelled():
+            return
+        error = task.exception()
+        if isinstance(error, StoreError):  # its lease lapses and the work is claimed again
+            self.log.warning("work_item_store_unavailable", error=str(error))
+        elif error is not None:
+            self.log.error("work_item_crashed", error=repr(error), exc_info=error)
 
     async def _run(self) -> None:
         self.log.info("worker_started")
@@ -66,7 +72,9 @@ class Worker:
             more = False
             try:
                 more = await self.round()
-            except Exception as exc:
+            except StoreError as exc:
+                self.log.warning("worker_store_unavailable", error=str(exc))
+            except Exception as exc:  # a bad round is logged; the worker lives on
                 self.log.error("worker_round_failed", error=repr(exc), exc_info=exc)
             if not more and not self._stopping.is_set():
                 await self.services.wakeup.wait(self.topic, self.interval)

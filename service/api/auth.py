@@ -24,9 +24,7 @@ _UNAUTHORIZED = {"www-authenticate": "Bearer"}
 class Authenticator:
     """Resolves `Authorization: Bearer <key>` to a tenant; one per app, so no state is global."""
 
-    def __init__(
-        self, *, cache_ttl_s: float = CACHE_TTL_S, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, *, cache_ttl_s: float = CACHE_TTL_S, clock: Callable[[], float] = time.monotonic) -> None:
         self._ttl = cache_ttl_s
         self._clock = clock
         self._configured: tuple[Settings, tuple[tuple[bytes, str], ...]] | None = None

@@ -44,9 +44,7 @@ def invalid(problems: Sequence[Problem]) -> ApiError:
     """422 listing every problem found, so a client fixes them all in one round."""
     count = len(problems)
     noun = "problem" if count == 1 else "problems"
-    return ApiError(
-        422, "invalid_request", f"the request has {count} {noun}", [p.as_json() for p in problems]
-    )
+    return ApiError(422, "invalid_request", f"the request has {count} {noun}", [p.as_json() for p in problems])
 
 
 def not_found(what: str) -> ApiError:

@@ -104,9 +104,7 @@ class Fields:
         if not isinstance(value, str):
             self.problem(path, "required" if value is None else "must be a string")
             return None
-        reason = url_problem(
-            value, https_only=https_only, allow_private=self.settings.allow_private_image_urls
-        )
+        reason = url_problem(value, https_only=https_only, allow_private=self.settings.allow_private_image_urls)
         if reason is not None:
             self.problem(path, reason)
             return None

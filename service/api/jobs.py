@@ -54,9 +54,7 @@ async def job_mask(call: Call) -> Response:
     if not await asyncio.to_thread(path.is_file):
         # The store says the mask was written durably: its absence is an operator problem.
         log.error("artifact_missing", job_id=job.id, path=found.path)
-        raise ApiError(
-            404, "mask_missing", "the mask was stored but its file is gone", [{"state": job.state.value}]
-        )
+        raise ApiError(404, "mask_missing", "the mask was stored but its file is gone", [{"state": job.state.value}])
     return FileResponse(path, media_type="image/png", headers={"cache-control": "private, max-age=86400"})
 
 

@@ -57,9 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="accepted x-api-key (repeatable; default sandbox-key)",
     )
-    parser.add_argument(
-        "--any-key", dest="sandbox_any_key", action="store_true", help="accept any non-empty x-api-key"
-    )
+    parser.add_argument("--any-key", dest="sandbox_any_key", action="store_true", help="accept any non-empty x-api-key")
     parser.add_argument(
         "--no-processing-webhook",
         dest="sandbox_no_processing_webhook",
@@ -116,17 +114,13 @@ def run(settings: SandboxSettings) -> int:
     if port != settings.port:  # --port 0: the URLs in tasks must name the port actually bound
         settings = settings.with_overrides(port=port)
     app = create_sandbox_app(settings)
-    config = uvicorn.Config(
-        app, access_log=False, log_config=None, lifespan="on", timeout_graceful_shutdown=3
-    )
+    config = uvicorn.Config(app, access_log=False, log_config=None, lifespan="on", timeout_graceful_shutdown=3)
     log = structlog.get_logger("segflow.sandbox")
     log.info(
         "sandbox_listening",
         url=settings.base_url,
         masks=SYNTHETIC_NOTE,
-        faults={
-            k: v for k, v in settings.faults.as_dict().items() if v and not k.endswith(("_s", "_length"))
-        },
+        faults={k: v for k, v in settings.faults.as_dict().items() if v and not k.endswith(("_s", "_length"))},
     )
     try:
         asyncio.run(uvicorn.Server(config).serve(sockets=[sock]))

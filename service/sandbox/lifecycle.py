@@ -54,9 +54,7 @@ class Lifecycle:
         self._log = structlog.get_logger("segflow.sandbox")
 
     def latency_s(self, key: str) -> float:
-        return self._decider.uniform(
-            "latency", key, self._settings.latency_min_s, self._settings.latency_max_s
-        )
+        return self._decider.uniform("latency", key, self._settings.latency_min_s, self._settings.latency_max_s)
 
     async def run(self, task: SandboxTask) -> None:
         """Drive `task` to its terminal state; cancelling this coroutine leaves the task as it is."""

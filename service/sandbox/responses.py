@@ -42,9 +42,7 @@ class LostResponse(JSONBody):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        await send(
-            {"type": "http.response.body", "body": bytes(self.body[: len(self.body) // 2]), "more_body": True}
-        )
+        await send({"type": "http.response.body", "body": bytes(self.body[: len(self.body) // 2]), "more_body": True})
         # Raising is the only way ASGI lets an app make the server abort a started response.
         raise ResponseLost("create answer cut on purpose (create_lost fault)")
 

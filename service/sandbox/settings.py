@@ -108,9 +108,7 @@ class SandboxSettings:
             "public_url",
             "must be an http(s) URL",
         )
-        _require(
-            all(isinstance(k, str) and k for k in self.api_keys), "api_keys", "must be non-empty strings"
-        )
+        _require(all(isinstance(k, str) and k for k in self.api_keys), "api_keys", "must be non-empty strings")
         _require(self.latency_min_s >= 0.0, "latency_min_s", "must be >= 0")
         _require(self.latency_min_s <= self.latency_max_s, "latency_max_s", "must be >= latency_min_s")
         _require(self.webhook_retries >= 0, "webhook_retries", "must be >= 0")

@@ -35,9 +35,7 @@ class SandboxStats:
         by_status = Counter(statuses)
         return {
             "tasks_created": self.tasks_created,
-            "tasks_by_status": {
-                s: by_status.get(s, 0) for s in ("pending", "processing", "completed", "failed")
-            },
+            "tasks_by_status": {s: by_status.get(s, 0) for s in ("pending", "processing", "completed", "failed")},
             "creates_rejected": {str(code): n for code, n in sorted(self.creates_rejected.items())},
             "gets": self.gets,
             "gets_rejected": {str(code): n for code, n in sorted(self.gets_rejected.items())},

@@ -63,9 +63,7 @@ class WebhookSender:
                 task.terminal_webhook_done.set()
             return
         wait_for = None
-        if self._is_reorder_target(task) and self._decider.chance(
-            "webhook_reorder", task.key, faults.webhook_reorder
-        ):
+        if self._is_reorder_target(task) and self._decider.chance("webhook_reorder", task.key, faults.webhook_reorder):
             self._injected(task, "webhook_reorder", "reordered")
             wait_for = task.terminal_webhook_done
         delay = 0.0

@@ -33,9 +33,7 @@ _DELIVERY_COLS = (
 _OUTBOX_COLS = "id, tenant, type, batch_id, job_id, payload, created_at"
 _SUB_COLS = "id, tenant, url, event_types, ed25519, created_at, disabled_at, disabled_reason"
 
-INSERT_OUTBOX = (
-    f"INSERT INTO outbox ({_OUTBOX_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING"
-)
+INSERT_OUTBOX = f"INSERT INTO outbox ({_OUTBOX_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING"
 FAN_OUT = """
 INSERT INTO deliveries (event_id, target, url, signer, ed25519, state, next_at, created_at)
 SELECT $1::text, 'batch', b.callback_url, 'tenant:' || b.tenant, false, 'pending', $2::float8, $2::float8
@@ -48,9 +46,7 @@ SELECT $1::text, s.id, s.url, s.id, s.ed25519, 'pending', $2::float8, $2::float8
 ON CONFLICT DO NOTHING
 """
 LIVE_IN_BATCH = f"SELECT count(*) FROM jobs WHERE batch_id = $1 AND state NOT IN ({_TERMINAL})"
-BATCH_COUNTS = (
-    "SELECT state, count(*), coalesce(sum(price_usd), 0) FROM jobs WHERE batch_id = $1 GROUP BY state"
-)
+BATCH_COUNTS = "SELECT state, count(*), coalesce(sum(price_usd), 0) FROM jobs WHERE batch_id = $1 GROUP BY state"
 CLAIM = f"""
 UPDATE deliveries SET lease_owner = $1, lease_until = $2
  WHERE id IN (SELECT id FROM deliveries WHERE state = 'pending' AND next_at <= $3
@@ -68,9 +64,7 @@ UPDATE deliveries SET attempts = $1, state = $2, next_at = $3, last_status = $4,
        lease_owner = NULL, lease_until = NULL, finished_at = $6
  WHERE id = $7
 """
-DISABLE_SUB = (
-    "UPDATE subscriptions SET disabled_at = $1, disabled_reason = $2 WHERE id = $3 AND disabled_at IS NULL"
-)
+DISABLE_SUB = "UPDATE subscriptions SET disabled_at = $1, disabled_reason = $2 WHERE id = $3 AND disabled_at IS NULL"
 KILL_PENDING_OF_SUB = (
     "UPDATE deliveries SET state = 'dead', last_error = 'subscription disabled', finished_at = $1, "
     "lease_owner = NULL, lease_until = NULL WHERE target = $2 AND state = 'pending'"
@@ -92,9 +86,7 @@ async def write_outbox(c: Conn, event: OutboxEvent, now: float) -> None:
     if await c.fetchval(LIVE_IN_BATCH, event.batch_id) == 0:
         counts = await c.fetch(BATCH_COUNTS, event.batch_id)
         spend = sum(float(r[2]) for r in counts)
-        done = batch_completed_event(
-            event.tenant, event.batch_id, {r[0]: int(r[1]) for r in counts}, spend, now
-        )
+        done = batch_completed_event(event.tenant, event.batch_id, {r[0]: int(r[1]) for r in counts}, spend, now)
         await _emit(c, done, now)
 
 
@@ -149,16 +141,12 @@ class PostgresCallbacks:
         return [_sub(r) for r in await self._read(lambda c: c.fetch(sql, tenant))]
 
     async def get_subscription(self, sub_id: str) -> SubscriptionRow | None:
-        row = await self._read(
-            lambda c: c.fetchrow(f"SELECT {_SUB_COLS} FROM subscriptions WHERE id = $1", sub_id)
-        )
+        row = await self._read(lambda c: c.fetchrow(f"SELECT {_SUB_COLS} FROM subscriptions WHERE id = $1", sub_id))
         return _sub(row) if row else None
 
     async def delete_subscription(self, tenant: str, sub_id: str) -> bool:
         async def op(c: Conn) -> bool:
-            if not await c.fetchval(
-                "SELECT 1 FROM subscriptions WHERE id = $1 AND tenant = $2", sub_id, tenant
-            ):
+            if not await c.fetchval("SELECT 1 FROM subscriptions WHERE id = $1 AND tenant = $2", sub_id, tenant):
                 return False
             now = time.time()
             await c.execute(DISABLE_SUB, now, "deleted", sub_id)
@@ -177,23 +165,17 @@ class PostgresCallbacks:
 
     async def event_deliveries(self, event_id: str) -> list[tuple[DeliveryRow, list[DeliveryAttemptRow]]]:
         async def fn(c: Conn) -> list[tuple[DeliveryRow, list[DeliveryAttemptRow]]]:
-            found = await c.fetch(
-                f"SELECT {_DELIVERY_COLS} FROM deliveries WHERE event_id = $1 ORDER BY id", event_id
-            )
+            found = await c.fetch(f"SELECT {_DELIVERY_COLS} FROM deliveries WHERE event_id = $1 ORDER BY id", event_id)
             out = []
             for r in found:
                 d = _delivery(r)
-                attempts = await c.fetch(
-                    "SELECT * FROM delivery_attempts WHERE delivery_id = $1 ORDER BY n", d.id
-                )
+                attempts = await c.fetch("SELECT * FROM delivery_attempts WHERE delivery_id = $1 ORDER BY n", d.id)
                 out.append((d, [DeliveryAttemptRow(*a) for a in attempts]))
             return out
 
         return await self._read(fn)
 
-    async def claim_deliveries(
-        self, owner: str, *, now: float, limit: int, lease_s: float
-    ) -> list[ClaimedDelivery]:
+    async def claim_deliveries(self, owner: str, *, now: float, limit: int, lease_s: float) -> list[ClaimedDelivery]:
         async def op(c: Conn) -> list[ClaimedDelivery]:
             claimed = [_delivery(r) for r in await c.fetch(CLAIM, owner, now + lease_s, now, limit)]
             out = []
@@ -212,12 +194,8 @@ class PostgresCallbacks:
         finished = None if state == "pending" else now
 
         async def op(c: Conn) -> None:
-            await c.execute(
-                INSERT_ATTEMPT, delivery.id, n, now, result.status, result.duration_ms, result.error
-            )
-            await c.execute(
-                FINISH, n, state, result.next_at or now, result.status, result.error, finished, delivery.id
-            )
+            await c.execute(INSERT_ATTEMPT, delivery.id, n, now, result.status, result.duration_ms, result.error)
+            await c.execute(FINISH, n, state, result.next_at or now, result.status, result.error, finished, delivery.id)
             if result.outcome == "gone" and delivery.target != "batch":
                 await c.execute(DISABLE_SUB, now, "endpoint answered 410 Gone", delivery.target)
                 await c.execute(KILL_PENDING_OF_SUB, now, delivery.target)

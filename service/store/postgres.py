@@ -50,6 +50,7 @@ Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | asyncpg.pool.PoolConnect
 log = structlog.get_logger("segflow.store.postgres")
 
 CHANNEL = "segflow"
+ACQUIRE_TIMEOUT_S = 5.0
 _JOB_COLS = ", ".join(rows.JOB_COLUMNS)
 _TERMINAL = ", ".join(f"'{s.value}'" for s in TERMINAL)
 _IN_FLIGHT = ", ".join(f"'{s.value}'" for s in IN_FLIGHT)
@@ -71,8 +72,7 @@ UPSERT_TASK = (
     "ON CONFLICT (task_id) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at"
 )
 INSERT_EVENT = (
-    "INSERT INTO events (job_id, at, event, from_state, to_state, source, detail) "
-    "VALUES ($1, $2, $3, $4, $5, $6, $7)"
+    "INSERT INTO events (job_id, at, event, from_state, to_state, source, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)"
 )
 INSERT_ARTIFACT = (
     "INSERT INTO artifacts VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
@@ -81,7 +81,9 @@ INSERT_ARTIFACT = (
     "source_url = excluded.source_url, content_type = excluded.content_type, created_at = excluded.created_at"
 )
 SELECT_JOB_TASKS = f"SELECT {_TASK_COLS} FROM tasks WHERE job_id = $1 ORDER BY attempt, created_at"
-SELECT_EVENTS = "SELECT id, job_id, at, event, from_state, to_state, source, detail FROM events WHERE job_id = $1 ORDER BY id"
+SELECT_EVENTS = (
+    "SELECT id, job_id, at, event, from_state, to_state, source, detail FROM events WHERE job_id = $1 ORDER BY id"
+)
 SELECT_ARTIFACTS = (
     "SELECT job_id, idx, sha256, bytes, width, height, path, source_url, content_type, created_at "
     "FROM artifacts WHERE job_id = $1 ORDER BY idx"
@@ -97,9 +99,7 @@ BATCH_JOBS = f"SELECT {_JOB_COLS} FROM jobs WHERE batch_id = $1 AND seq > $2 ORD
 BATCH_JOBS_IN_STATE = (
     f"SELECT {_JOB_COLS} FROM jobs WHERE batch_id = $1 AND state = $2 AND seq > $3 ORDER BY seq LIMIT $4"
 )
-BATCH_COUNTS = (
-    "SELECT state, count(*), coalesce(sum(price_usd), 0) FROM jobs WHERE batch_id = $1 GROUP BY state"
-)
+BATCH_COUNTS = "SELECT state, count(*), coalesce(sum(price_usd), 0) FROM jobs WHERE batch_id = $1 GROUP BY state"
 COUNT_IN_FLIGHT = f"SELECT count(*) FROM jobs WHERE state IN ({_IN_FLIGHT})"
 # Claimers of queued work take turns (transaction advisory lock), so the in-flight cap holds
 # across replicas: two of them can never both see the same room.
@@ -119,10 +119,11 @@ CLAIM_DUE = (
     f"WHERE state IN ('submitted', 'unknown') AND next_check_at <= $2 ORDER BY next_check_at LIMIT $3 "
     f"FOR UPDATE SKIP LOCKED) RETURNING {_JOB_COLS}"
 )
-STALE_LEASES = f"SELECT {_JOB_COLS} FROM jobs WHERE state = 'submitting' AND lease_until < $1 ORDER BY lease_until LIMIT $2"
+STALE_LEASES = (
+    f"SELECT {_JOB_COLS} FROM jobs WHERE state = 'submitting' AND lease_until < $1 ORDER BY lease_until LIMIT $2"
+)
 AGED_JOBS = (
-    f"SELECT {_JOB_COLS} FROM jobs WHERE state NOT IN ({_TERMINAL}) AND created_at < $1 "
-    "ORDER BY created_at LIMIT $2"
+    f"SELECT {_JOB_COLS} FROM jobs WHERE state NOT IN ({_TERMINAL}) AND created_at < $1 ORDER BY created_at LIMIT $2"
 )
 JOB_COUNTS = "SELECT state, count(*) FROM jobs GROUP BY state"
 FLOW_COUNTS = (
@@ -141,6 +142,9 @@ INSERT_KEY = (
 SELECT_KEY = "SELECT tenant FROM api_keys WHERE key_hash = $1"
 NOTIFY = "SELECT pg_notify('segflow', $1)"
 MIGRATION_LOCK = "SELECT pg_advisory_lock(727000)"
+CREATE_MIGRATIONS = (
+    "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, applied_at double precision)"
+)
 MIGRATION_UNLOCK = "SELECT pg_advisory_unlock(727000)"
 
 # What losing the server looks like to asyncpg.
@@ -155,6 +159,18 @@ _CONNECTION_ERRORS = (
 )
 
 Pending = tuple[str, Decision, str | None, "asyncio.Future[Outcome]"]
+
+# SQLSTATE classes meaning "the database is not there right now" rather than "this SQL is wrong":
+# connection exceptions, insufficient resources, operator intervention, database not accepting
+# connections.
+_UNAVAILABLE_SQLSTATES = ("08", "53", "57P", "55000")
+
+
+def _unavailable(exc: BaseException) -> bool:
+    if isinstance(exc, (*_CONNECTION_ERRORS, asyncpg.exceptions.InternalClientError)):
+        return True
+    state = getattr(exc, "sqlstate", None) or ""
+    return isinstance(exc, asyncpg.PostgresError) and state.startswith(_UNAVAILABLE_SQLSTATES)
 
 
 def _wakes(state: State) -> Topic | None:
@@ -188,8 +204,10 @@ class PostgresStore(PostgresCallbacks):
             self._pool = await asyncpg.create_pool(self._url, min_size=1, max_size=self._pool_size)
             async with self._pool.acquire() as conn:
                 await self._migrate(conn)
-        except _CONNECTION_ERRORS as exc:
-            raise StoreError(f"cannot reach PostgreSQL: {type(exc).__name__}") from None
+        except Exception as exc:
+            if _unavailable(exc):
+                raise StoreError(f"cannot reach PostgreSQL: {type(exc).__name__}") from None
+            raise
         self._writer = asyncio.create_task(self._writer_loop(), name="postgres-group-commit")
 
     async def close(self) -> None:
@@ -212,9 +230,7 @@ class PostgresStore(PostgresCallbacks):
     async def _migrate(self, conn: Conn) -> None:
         await conn.execute(MIGRATION_LOCK)  # replicas starting together migrate one at a time
         try:
-            await conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, applied_at double precision)"
-            )
+            await conn.execute(CREATE_MIGRATIONS)
             done = {r[0] for r in await conn.fetch("SELECT version FROM schema_migrations")}
             for version, sql in migration_files("postgres"):
                 if version in done:
@@ -241,16 +257,19 @@ class PostgresStore(PostgresCallbacks):
                 conn = await asyncpg.connect(self._url)
                 try:
                     await conn.add_listener(CHANNEL, relay)
+                    lost = asyncio.Event()
+                    conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                     for topic in Topic:  # anything may have happened while we were not listening
                         on_topic(topic)
-                    while not conn.is_closed() and not self._closed:
-                        await asyncio.sleep(1.0)
+                    await lost.wait()  # close() cancels this task
                 finally:
                     with contextlib.suppress(*_CONNECTION_ERRORS):
                         await conn.close()
-            except _CONNECTION_ERRORS as exc:
+            except Exception as exc:
+                if not _unavailable(exc):
+                    raise
                 log.warning("listen_connection_lost", error=type(exc).__name__)
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(1.0)  # then connect again; workers poll meanwhile
 
     # connections ---------------------------------------------------------------------------
 
@@ -262,10 +281,12 @@ class PostgresStore(PostgresCallbacks):
     async def _read(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
         pool = self._require_pool()
         try:
-            async with pool.acquire() as conn:
+            async with pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
                 return await fn(conn)
-        except _CONNECTION_ERRORS as exc:
-            raise StoreError(f"PostgreSQL unavailable: {type(exc).__name__}") from None
+        except Exception as exc:
+            if _unavailable(exc):
+                raise StoreError(f"PostgreSQL unavailable: {type(exc).__name__}") from None
+            raise
 
     async def _tx(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
         """Run `fn` in its own transaction on a pooled connection."""
@@ -362,9 +383,7 @@ class PostgresStore(PostgresCallbacks):
                     wakes.add(topic)
                 results.append((True, Outcome(job, plan.after, True)))
             if changed:
-                await conn.executemany(
-                    UPDATE_JOB, [_full_row(j, locked_states[i]) for i, j in changed.items()]
-                )
+                await conn.executemany(UPDATE_JOB, [_full_row(j, locked_states[i]) for i, j in changed.items()])
             if task_params:
                 await conn.executemany(UPSERT_TASK, task_params)
             if event_params:
@@ -410,18 +429,11 @@ class PostgresStore(PostgresCallbacks):
         async def create(c: Conn) -> tuple[BatchRow, list[JobRow], bool]:
             if idempotency_key is not None and (hit := await existing(c)) is not None:
                 return hit
-            batch = BatchRow(
-                str(uuid.uuid4()), tenant, callback_url, idempotency_key, request_hash, len(items), now
-            )
+            batch = BatchRow(str(uuid.uuid4()), tenant, callback_url, idempotency_key, request_hash, len(items), now)
             await c.execute(INSERT_BATCH, *rows.batch_params(batch))
-            params = [
-                rows.new_job_params(str(uuid.uuid4()), batch, seq, item, now)
-                for seq, item in enumerate(items)
-            ]
+            params = [rows.new_job_params(str(uuid.uuid4()), batch, seq, item, now) for seq, item in enumerate(items)]
             await c.executemany(INSERT_JOB, params)
-            await c.executemany(
-                INSERT_EVENT, [(p[0], now, "accepted", "", "queued", "api", None) for p in params]
-            )
+            await c.executemany(INSERT_EVENT, [(p[0], now, "accepted", "", "queued", "api", None) for p in params])
             await c.execute(NOTIFY, Topic.SUBMIT.value)
             jobs = [rows.job(r) for r in await c.fetch(BATCH_JOBS, batch.id, -1, len(items))]
             return batch, jobs, True
@@ -450,15 +462,11 @@ class PostgresStore(PostgresCallbacks):
 
         return await self._read(fn)
 
-    async def list_batch_jobs(
-        self, batch_id: str, *, state: State | None, after_seq: int, limit: int
-    ) -> list[JobRow]:
+    async def list_batch_jobs(self, batch_id: str, *, state: State | None, after_seq: int, limit: int) -> list[JobRow]:
         if state is None:
             found = await self._read(lambda c: c.fetch(BATCH_JOBS, batch_id, after_seq, limit))
         else:
-            found = await self._read(
-                lambda c: c.fetch(BATCH_JOBS_IN_STATE, batch_id, state.value, after_seq, limit)
-            )
+            found = await self._read(lambda c: c.fetch(BATCH_JOBS_IN_STATE, batch_id, state.value, after_seq, limit))
         return [rows.job(r) for r in found]
 
     # jobs ----------------------------------------------------------------------------------
@@ -527,7 +535,6 @@ class PostgresStore(PostgresCallbacks):
 def _full_row(job: JobRow, locked_state: State) -> tuple[Any, ...]:
     values = [getattr(job, c) for c in _MUTABLE]
     values = [
-        orjson.dumps(list(v)).decode() if c == "output_urls" else v
-        for c, v in zip(_MUTABLE, values, strict=True)
+        orjson.dumps(list(v)).decode() if c == "output_urls" else v for c, v in zip(_MUTABLE, values, strict=True)
     ]
     return (job.state.value, job.updated_at, *values, job.id, locked_state.value)

@@ -46,16 +46,13 @@ _TERMINAL = ", ".join(f"'{s.value}'" for s in TERMINAL)
 _IN_FLIGHT = ", ".join(f"'{s.value}'" for s in IN_FLIGHT)
 
 SELECT_JOB = f"SELECT {_JOB_COLS} FROM jobs WHERE id = ?"
-SELECT_TASK = (
-    "SELECT task_id, job_id, attempt, origin, status, created_at, updated_at FROM tasks WHERE task_id = ?"
-)
+SELECT_TASK = "SELECT task_id, job_id, attempt, origin, status, created_at, updated_at FROM tasks WHERE task_id = ?"
 SELECT_JOB_TASKS = (
     "SELECT task_id, job_id, attempt, origin, status, created_at, updated_at FROM tasks "
     "WHERE job_id = ? ORDER BY attempt, created_at"
 )
 SELECT_EVENTS = (
-    "SELECT id, job_id, at, event, from_state, to_state, source, detail FROM events "
-    "WHERE job_id = ? ORDER BY id"
+    "SELECT id, job_id, at, event, from_state, to_state, source, detail FROM events WHERE job_id = ? ORDER BY id"
 )
 SELECT_ARTIFACTS = (
     "SELECT job_id, idx, sha256, bytes, width, height, path, source_url, content_type, created_at "
@@ -73,8 +70,7 @@ INSERT_JOB = (
     "metadata, state, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)"
 )
 INSERT_EVENT = (
-    "INSERT INTO events (job_id, at, event, from_state, to_state, source, detail) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO events (job_id, at, event, from_state, to_state, source, detail) VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 UPSERT_TASK = (
     "INSERT INTO tasks (task_id, job_id, attempt, origin, status, created_at, updated_at) "
@@ -83,12 +79,8 @@ UPSERT_TASK = (
 )
 INSERT_ARTIFACT = "INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 BATCH_JOBS = f"SELECT {_JOB_COLS} FROM jobs WHERE batch_id = ? AND seq > ? ORDER BY seq LIMIT ?"
-BATCH_JOBS_IN_STATE = (
-    f"SELECT {_JOB_COLS} FROM jobs WHERE batch_id = ? AND state = ? AND seq > ? ORDER BY seq LIMIT ?"
-)
-BATCH_COUNTS = (
-    "SELECT state, count(*), coalesce(sum(price_usd), 0) FROM jobs WHERE batch_id = ? GROUP BY state"
-)
+BATCH_JOBS_IN_STATE = f"SELECT {_JOB_COLS} FROM jobs WHERE batch_id = ? AND state = ? AND seq > ? ORDER BY seq LIMIT ?"
+BATCH_COUNTS = "SELECT state, count(*), coalesce(sum(price_usd), 0) FROM jobs WHERE batch_id = ? GROUP BY state"
 COUNT_IN_FLIGHT = f"SELECT count(*) FROM jobs WHERE state IN ({_IN_FLIGHT})"
 CLAIM_QUEUED = (
     f"UPDATE jobs SET state = 'submitting', lease_owner = ?, lease_until = ?, updated_at = ? "
@@ -106,12 +98,10 @@ CLAIM_DUE = (
     f"RETURNING {_JOB_COLS}"
 )
 STALE_LEASES = (
-    f"SELECT {_JOB_COLS} FROM jobs WHERE state = 'submitting' AND lease_until < ? "
-    f"ORDER BY lease_until LIMIT ?"
+    f"SELECT {_JOB_COLS} FROM jobs WHERE state = 'submitting' AND lease_until < ? ORDER BY lease_until LIMIT ?"
 )
 AGED_JOBS = (
-    f"SELECT {_JOB_COLS} FROM jobs WHERE state NOT IN ({_TERMINAL}) AND created_at < ? "
-    f"ORDER BY created_at LIMIT ?"
+    f"SELECT {_JOB_COLS} FROM jobs WHERE state NOT IN ({_TERMINAL}) AND created_at < ? ORDER BY created_at LIMIT ?"
 )
 JOB_COUNTS = "SELECT state, count(*) FROM jobs GROUP BY state"
 FLOW_COUNTS = (
@@ -182,9 +172,7 @@ class SqliteStore(SqliteCallbacks):
 
     def _migrate(self) -> None:
         conn = self._conn()
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at REAL)"
-        )
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at REAL)")
         done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
         for version, sql in migration_files("sqlite"):
             if version in done:
@@ -221,9 +209,7 @@ class SqliteStore(SqliteCallbacks):
                 batch = self._pending[: self._max]
                 del self._pending[: self._max]
                 try:
-                    results = await loop.run_in_executor(
-                        self._wexec, self._run_batch, [op for op, _ in batch]
-                    )
+                    results = await loop.run_in_executor(self._wexec, self._run_batch, [op for op, _ in batch])
                 except sqlite3.Error as exc:
                     failure = StoreError(f"commit failed: {exc}")
                     for _, fut in batch:
@@ -299,14 +285,9 @@ class SqliteStore(SqliteCallbacks):
                         raise IdempotencyConflict(idempotency_key)
                     jobs = [rows.job(r) for r in c.execute(BATCH_JOBS, (batch.id, -1, batch.total))]
                     return batch, jobs, False
-            batch = BatchRow(
-                str(uuid.uuid4()), tenant, callback_url, idempotency_key, request_hash, len(items), now
-            )
+            batch = BatchRow(str(uuid.uuid4()), tenant, callback_url, idempotency_key, request_hash, len(items), now)
             c.execute(INSERT_BATCH, rows.batch_params(batch))
-            params = [
-                rows.new_job_params(str(uuid.uuid4()), batch, seq, item, now)
-                for seq, item in enumerate(items)
-            ]
+            params = [rows.new_job_params(str(uuid.uuid4()), batch, seq, item, now) for seq, item in enumerate(items)]
             c.executemany(INSERT_JOB, params)
             c.executemany(INSERT_EVENT, [(p[0], now, "accepted", "", "queued", "api", None) for p in params])
             jobs = [rows.job(r) for r in c.execute(BATCH_JOBS, (batch.id, -1, len(items)))]
@@ -325,23 +306,17 @@ class SqliteStore(SqliteCallbacks):
             if not row:
                 return None
             counts = c.execute(BATCH_COUNTS, (batch_id,)).fetchall()
-            return BatchSummary(
-                rows.batch(row), {s: n for s, n, _ in counts}, round(sum(p for *_, p in counts), 6)
-            )
+            return BatchSummary(rows.batch(row), {s: n for s, n, _ in counts}, round(sum(p for *_, p in counts), 6))
 
         return await self._read(fn)
 
-    async def list_batch_jobs(
-        self, batch_id: str, *, state: State | None, after_seq: int, limit: int
-    ) -> list[JobRow]:
+    async def list_batch_jobs(self, batch_id: str, *, state: State | None, after_seq: int, limit: int) -> list[JobRow]:
         if state is None:
             return await self._read(
                 lambda c: [rows.job(r) for r in c.execute(BATCH_JOBS, (batch_id, after_seq, limit))]
             )
         return await self._read(
-            lambda c: [
-                rows.job(r) for r in c.execute(BATCH_JOBS_IN_STATE, (batch_id, state.value, after_seq, limit))
-            ]
+            lambda c: [rows.job(r) for r in c.execute(BATCH_JOBS_IN_STATE, (batch_id, state.value, after_seq, limit))]
         )
 
     # jobs ----------------------------------------------------------------------------------
@@ -425,9 +400,7 @@ class SqliteStore(SqliteCallbacks):
 
     async def claim_fetching(self, owner: str, *, now: float, limit: int, lease_s: float) -> list[JobRow]:
         result: list[JobRow] = await self._write(
-            lambda c: [
-                rows.job(r) for r in c.execute(CLAIM_FETCHING, (owner, now + lease_s, now, now, limit))
-            ]
+            lambda c: [rows.job(r) for r in c.execute(CLAIM_FETCHING, (owner, now + lease_s, now, now, limit))]
         )
         return result
 

@@ -45,9 +45,7 @@ SELECT :event, s.id, s.url, s.id, s.ed25519, 'pending', :now, :now
    AND (s.event_types = '[]' OR EXISTS (SELECT 1 FROM json_each(s.event_types) WHERE value = :type))
 """
 LIVE_IN_BATCH = f"SELECT count(*) FROM jobs WHERE batch_id = ? AND state NOT IN ({_TERMINAL})"
-BATCH_COUNTS = (
-    "SELECT state, count(*), coalesce(sum(price_usd), 0) FROM jobs WHERE batch_id = ? GROUP BY state"
-)
+BATCH_COUNTS = "SELECT state, count(*), coalesce(sum(price_usd), 0) FROM jobs WHERE batch_id = ? GROUP BY state"
 CLAIM = f"""
 UPDATE deliveries SET lease_owner = ?, lease_until = ?
  WHERE id IN (SELECT id FROM deliveries WHERE state = 'pending' AND next_at <= ?
@@ -61,9 +59,7 @@ UPDATE deliveries SET attempts = ?, state = ?, next_at = ?, last_status = ?, las
        lease_owner = NULL, lease_until = NULL, finished_at = ?
  WHERE id = ?
 """
-DISABLE_SUB = (
-    "UPDATE subscriptions SET disabled_at = ?, disabled_reason = ? WHERE id = ? AND disabled_at IS NULL"
-)
+DISABLE_SUB = "UPDATE subscriptions SET disabled_at = ?, disabled_reason = ? WHERE id = ? AND disabled_at IS NULL"
 KILL_PENDING_OF_SUB = (
     "UPDATE deliveries SET state = 'dead', last_error = 'subscription disabled', finished_at = ?, "
     "lease_owner = NULL, lease_until = NULL WHERE target = ? AND state = 'pending'"
@@ -137,9 +133,7 @@ class SqliteCallbacks:
             sub.disabled_reason,
         )
         await self._write(
-            lambda c: c.execute(
-                f"INSERT INTO subscriptions ({_SUB_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", params
-            )
+            lambda c: c.execute(f"INSERT INTO subscriptions ({_SUB_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", params)
         )
 
     async def list_subscriptions(self, tenant: str) -> list[SubscriptionRow]:
@@ -155,9 +149,7 @@ class SqliteCallbacks:
         """Disable (never delete: its deliveries stay visible) and stop its pending deliveries."""
 
         def op(c: sqlite3.Connection) -> bool:
-            found = c.execute(
-                "SELECT 1 FROM subscriptions WHERE id = ? AND tenant = ?", (sub_id, tenant)
-            ).fetchone()
+            found = c.execute("SELECT 1 FROM subscriptions WHERE id = ? AND tenant = ?", (sub_id, tenant)).fetchone()
             if not found:
                 return False
             now = time.time()
@@ -169,10 +161,7 @@ class SqliteCallbacks:
         return result
 
     async def list_events(self, tenant: str, *, since: float, limit: int) -> list[OutboxRow]:
-        sql = (
-            f"SELECT {_OUTBOX_COLS} FROM outbox WHERE tenant = ? AND created_at >= ? "
-            "ORDER BY created_at LIMIT ?"
-        )
+        sql = f"SELECT {_OUTBOX_COLS} FROM outbox WHERE tenant = ? AND created_at >= ? ORDER BY created_at LIMIT ?"
         return await self._read(lambda c: [OutboxRow(*r) for r in c.execute(sql, (tenant, since, limit))])
 
     async def get_event(self, event_id: str) -> OutboxRow | None:
@@ -182,24 +171,18 @@ class SqliteCallbacks:
     async def event_deliveries(self, event_id: str) -> list[tuple[DeliveryRow, list[DeliveryAttemptRow]]]:
         def fn(c: sqlite3.Connection) -> list[tuple[DeliveryRow, list[DeliveryAttemptRow]]]:
             out = []
-            for r in c.execute(
-                f"SELECT {_DELIVERY_COLS} FROM deliveries WHERE event_id = ? ORDER BY id", (event_id,)
-            ):
+            for r in c.execute(f"SELECT {_DELIVERY_COLS} FROM deliveries WHERE event_id = ? ORDER BY id", (event_id,)):
                 d = _delivery(r)
                 attempts = [
                     DeliveryAttemptRow(*a)
-                    for a in c.execute(
-                        "SELECT * FROM delivery_attempts WHERE delivery_id = ? ORDER BY n", (d.id,)
-                    )
+                    for a in c.execute("SELECT * FROM delivery_attempts WHERE delivery_id = ? ORDER BY n", (d.id,))
                 ]
                 out.append((d, attempts))
             return out
 
         return await self._read(fn)
 
-    async def claim_deliveries(
-        self, owner: str, *, now: float, limit: int, lease_s: float
-    ) -> list[ClaimedDelivery]:
+    async def claim_deliveries(self, owner: str, *, now: float, limit: int, lease_s: float) -> list[ClaimedDelivery]:
         def op(c: sqlite3.Connection) -> list[ClaimedDelivery]:
             claimed = [_delivery(r) for r in c.execute(CLAIM, (owner, now + lease_s, now, now, limit))]
             out = []
@@ -218,9 +201,7 @@ class SqliteCallbacks:
 
         def op(c: sqlite3.Connection) -> None:
             c.execute(INSERT_ATTEMPT, (delivery.id, n, now, result.status, result.duration_ms, result.error))
-            c.execute(
-                FINISH, (n, state, result.next_at or now, result.status, result.error, finished, delivery.id)
-            )
+            c.execute(FINISH, (n, state, result.next_at or now, result.status, result.error, finished, delivery.id))
             if result.outcome == "gone" and delivery.target != "batch":
                 c.execute(DISABLE_SUB, (now, "endpoint answered 410 Gone", delivery.target))
                 c.execute(KILL_PENDING_OF_SUB, (now, delivery.target))

@@ -43,9 +43,7 @@ def segflow_env(tmp_path: Path, port: int, sandbox_url: str) -> dict[str, str]:
     }
 
 
-def run_cli(
-    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
-) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     import os
 
     return subprocess.run(
@@ -113,9 +111,7 @@ async def test_sandbox_command_serves_the_contract_and_delivers_webhooks(process
     statuses = [body["data"]["status"] for _, body in received]
     assert statuses[0] == "pending" and statuses[-1] == "completed"
     assert {secret for secret, _ in received} == {"s3cret-for-test"}
-    assert all(
-        body["data"]["task_id"] == task_id and isinstance(body["timestamp"], int) for _, body in received
-    )
+    assert all(body["data"]["task_id"] == task_id and isinstance(body["timestamp"], int) for _, body in received)
     assert hashlib.sha256(mask).hexdigest() == next(
         t["mask_sha256"] for t in await _tasks(url) if t["task_id"] == task_id
     )
@@ -169,9 +165,7 @@ async def test_submit_wait_status_and_results(processes: Processes, tmp_path: Pa
     assert all(m.read_bytes().startswith(b"\x89PNG") for m in masks)
 
 
-async def test_http_and_workers_in_separate_processes_on_one_sqlite_file(
-    processes: Processes, tmp_path: Path
-) -> None:
+async def test_http_and_workers_in_separate_processes_on_one_sqlite_file(processes: Processes, tmp_path: Path) -> None:
     sandbox_port, port = free_port(), free_port()
     sandbox_url = f"http://127.0.0.1:{sandbox_port}"
     processes.start(

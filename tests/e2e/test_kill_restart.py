@@ -38,9 +38,7 @@ async def wait_for(http: aiohttp.ClientSession, url: str, predicate: Any, timeou
         await asyncio.sleep(0.1)
 
 
-async def test_sigkill_mid_batch_loses_nothing_and_pays_nothing_twice(
-    processes: Processes, tmp_path: Path
-) -> None:
+async def test_sigkill_mid_batch_loses_nothing_and_pays_nothing_twice(processes: Processes, tmp_path: Path) -> None:
     sandbox_port, port = free_port(), free_port()
     sandbox_url, url = f"http://127.0.0.1:{sandbox_port}", f"http://127.0.0.1:{port}"
     processes.start(

@@ -129,9 +129,7 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
 
 
 @pytest.mark.parametrize(("body", "path"), [(b, p) for _, b, p in INVALID], ids=[n for n, _, _ in INVALID])
-async def test_invalid_batch_is_refused_with_the_field_path_and_stores_nothing(
-    api: Api, body: Any, path: str
-) -> None:
+async def test_invalid_batch_is_refused_with_the_field_path_and_stores_nothing(api: Api, body: Any, path: str) -> None:
     answer = await api.call("POST", "/v1/batches", json=body)
     assert (answer.status, answer.error) == (422, "invalid_request")
     assert path in answer.paths
@@ -139,9 +137,7 @@ async def test_invalid_batch_is_refused_with_the_field_path_and_stores_nothing(
 
 
 async def test_every_problem_is_reported_at_once(api: Api) -> None:
-    body = {
-        "items": [{"image": "nope", "prompt": ""}, {"image": IMAGE, "prompt": "ok", "segment_factor": True}]
-    }
+    body = {"items": [{"image": "nope", "prompt": ""}, {"image": IMAGE, "prompt": "ok", "segment_factor": True}]}
     answer = await api.call("POST", "/v1/batches", json=body)
     assert answer.paths == ["items[0].image", "items[0].prompt", "items[1].segment_factor"]
 
@@ -150,17 +146,13 @@ async def test_too_many_items_is_refused(api: Api) -> None:
     most = api.services.settings.max_batch_items
     answer = await api.call("POST", "/v1/batches", json={"images": [IMAGE] * (most + 1), "prompts": ["cat"]})
     assert (answer.status, answer.paths) == (422, ["prompts"])
-    answer = await api.call(
-        "POST", "/v1/batches", json={"items": [{"image": IMAGE, "prompt": "cat"}] * (most + 1)}
-    )
+    answer = await api.call("POST", "/v1/batches", json={"items": [{"image": IMAGE, "prompt": "cat"}] * (most + 1)})
     assert (answer.status, answer.paths) == (422, ["items"])
     assert await api.job_count() == 0
 
 
 async def test_malformed_json_is_a_bad_request(api: Api) -> None:
-    answer = await api.call(
-        "POST", "/v1/batches", data=b'{"items": [', headers={"content-type": "application/json"}
-    )
+    answer = await api.call("POST", "/v1/batches", data=b'{"items": [', headers={"content-type": "application/json"})
     assert (answer.status, answer.error) == (400, "malformed_json")
     assert await api.job_count() == 0
 
@@ -182,9 +174,7 @@ async def test_streamed_body_over_the_limit_is_refused(api: Api) -> None:
             yield b"x" * 65536
         yield b'"}]}'
 
-    answer = await api.call(
-        "POST", "/v1/batches", data=chunks(), headers={"content-type": "application/json"}
-    )
+    answer = await api.call("POST", "/v1/batches", data=chunks(), headers={"content-type": "application/json"})
     assert (answer.status, answer.error) == (413, "body_too_large")
     assert await api.job_count() == 0
 

@@ -102,9 +102,7 @@ async def test_cancel_of_a_submitted_job_asks_the_upstream_to_stop_its_task(api:
 async def test_job_fetching_its_mask_cannot_be_cancelled(api: Api) -> None:
     job_id = await one_job(api)
     await submitted(api.services, job_id)
-    await step(
-        api.services, job_id, Change(Event.COMPLETED, "test", set={"output_urls": ("https://x/y.png",)})
-    )
+    await step(api.services, job_id, Change(Event.COMPLETED, "test", set={"output_urls": ("https://x/y.png",)}))
     answer = await api.call("POST", f"/v1/jobs/{job_id}/cancel")
     assert (answer.status, answer.error, answer.body["detail"]) == (
         409,

@@ -27,9 +27,7 @@ from service.upstream.wire import CreateRequest, TaskStatus
 DATA = Path(__file__).resolve().parents[1] / "data" / "upstream"
 KEY = "upstream-api-key-never-logged"
 SECRET = "per-job-secret-never-logged"
-REQ = CreateRequest(
-    "https://img.example/a.png", "car", "", -15, "https://segflow.example/webhooks/qubico/j1", SECRET
-)
+REQ = CreateRequest("https://img.example/a.png", "car", "", -15, "https://segflow.example/webhooks/qubico/j1", SECRET)
 TASK = orjson.loads((DATA / "create-response.json").read_bytes())
 
 
@@ -38,9 +36,7 @@ def envelope(status: int, message: str) -> web.Response:
 
 
 async def cut(request: web.Request) -> web.StreamResponse:
-    resp = web.StreamResponse(
-        status=200, headers={"content-length": "4000", "content-type": "application/json"}
-    )
+    resp = web.StreamResponse(status=200, headers={"content-length": "4000", "content-type": "application/json"})
     await resp.prepare(request)
     await resp.write(b'{"code": 200, "data": {"task_')
     assert request.transport is not None
@@ -95,9 +91,7 @@ async def upstream(aiohttp_server: Any) -> Callable[[str], Awaitable[UpstreamCli
         app = web.Application()
         app.router.add_route("*", "/api/v1/task{tail:.*}", scripted(BEHAVIOURS[behaviour]))
         server = await aiohttp_server(app)
-        client = UpstreamClient(
-            str(server.make_url("")), KEY, timeouts=UpstreamTimeouts(connect_s=1, total_s=0.5)
-        )
+        client = UpstreamClient(str(server.make_url("")), KEY, timeouts=UpstreamTimeouts(connect_s=1, total_s=0.5))
         await client.start()
         clients.append(client)
         return client
@@ -134,9 +128,7 @@ async def test_create_sends_the_documented_body_and_key(upstream: Any) -> None:
         ("slow", UpstreamAmbiguous, UpstreamTransient),
     ],
 )
-async def test_each_failure_is_classified(
-    upstream: Any, behaviour: str, on_create: type, on_get: type
-) -> None:
+async def test_each_failure_is_classified(upstream: Any, behaviour: str, on_create: type, on_get: type) -> None:
     client = await upstream(behaviour)
     with capture_logs() as logs:
         with pytest.raises(UpstreamError) as created:
@@ -201,9 +193,7 @@ async def test_create_get_cancel_against_the_sandbox(sandbox: Any) -> None:
         ({"burst_429": 1.0, "burst_429_retry_after_s": 2.0}, UpstreamRateLimited),
     ],
 )
-async def test_sandbox_create_faults_are_classified(
-    sandbox: Any, fault: dict[str, float], expected: type
-) -> None:
+async def test_sandbox_create_faults_are_classified(sandbox: Any, fault: dict[str, float], expected: type) -> None:
     sb = await sandbox(**fault)
     async with UpstreamClient(sb.url, sb.api_key, timeouts=UpstreamTimeouts(1, 1)) as client:
         with pytest.raises(UpstreamError) as err:

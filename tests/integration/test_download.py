@@ -52,9 +52,7 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-POLICY = DownloadPolicy(
-    allowed_hosts=frozenset({"127.0.0.1"}), allow_private=True, max_bytes=4096, timeout_s=5
-)
+POLICY = DownloadPolicy(allowed_hosts=frozenset({"127.0.0.1"}), allow_private=True, max_bytes=4096, timeout_s=5)
 
 
 async def test_a_png_is_downloaded_with_its_size_and_hash(host: str, http: aiohttp.ClientSession) -> None:

@@ -19,8 +19,7 @@ SAMPLES = ("street.jpg", "portrait.jpg", "shapes.png")
 
 async def submit(sf: RunningSegflow, sb: RunningSandbox, n: int) -> tuple[str, list[str]]:
     items = [
-        {"image": sb.sample_url(SAMPLES[i % 3]), "prompt": f"thing {i}", "segment_factor": i % 7 - 3}
-        for i in range(n)
+        {"image": sb.sample_url(SAMPLES[i % 3]), "prompt": f"thing {i}", "segment_factor": i % 7 - 3} for i in range(n)
     ]
     answer = await sf.client.submit(items)
     return answer["batch_id"], [j["job_id"] for j in answer["jobs"]]
@@ -44,9 +43,7 @@ async def sandbox_tasks(sb: RunningSandbox) -> list[dict[str, Any]]:
     return list(body)
 
 
-async def run(
-    sf: RunningSegflow, sb: RunningSandbox, n: int, timeout_s: float = 60
-) -> tuple[dict[str, Any], Report]:
+async def run(sf: RunningSegflow, sb: RunningSandbox, n: int, timeout_s: float = 60) -> tuple[dict[str, Any], Report]:
     batch_id, job_ids = await submit(sf, sb, n)
     summary = await wait_done(sf, batch_id, timeout_s)
     report = await check_run(sf.store, sf.services.artifacts, job_ids, await sandbox_tasks(sb))

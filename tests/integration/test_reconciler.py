@@ -45,9 +45,7 @@ async def test_job_is_sent_again_only_after_the_adoption_window_passes(sandbox: 
         assert events.index("ambiguous") < events.index("adoption_window_passed") < events.index("stored")
 
 
-async def test_a_dead_submitters_lease_turns_into_unknown_then_a_new_attempt(
-    sandbox: Any, segflow: Any
-) -> None:
+async def test_a_dead_submitters_lease_turns_into_unknown_then_a_new_attempt(sandbox: Any, segflow: Any) -> None:
     sb = await sandbox()
     sf = await segflow(sb.url, roles=("reconciler",), adoption_window_s=0.5)
     _, job_ids = await submit(sf, sb, 2)

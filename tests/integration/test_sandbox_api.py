@@ -13,9 +13,7 @@ from tests.fixtures.sandbox import ImageHost, RunningSandbox, StartSandbox, imag
 ZERO_TIME = "0001-01-01T00:00:00Z"
 
 
-async def post_task(
-    http: aiohttp.ClientSession, sb: RunningSandbox, body: Any, **headers: str
-) -> tuple[int, Any]:
+async def post_task(http: aiohttp.ClientSession, sb: RunningSandbox, body: Any, **headers: str) -> tuple[int, Any]:
     hdrs = headers or sb.headers
     async with http.post(f"{sb.url}/api/v1/task", json=body, headers=hdrs) as response:
         return response.status, await response.json()
@@ -91,15 +89,11 @@ async def test_cancel_ends_a_pending_task_as_failed_and_refuses_a_final_one(
     assert again.status == 400 and refused["code"] == 400 and refused["data"] is None
 
 
-async def test_another_key_cannot_see_the_task(
-    sandbox: StartSandbox, sandbox_http: aiohttp.ClientSession
-) -> None:
+async def test_another_key_cannot_see_the_task(sandbox: StartSandbox, sandbox_http: aiohttp.ClientSession) -> None:
     sb = await sandbox(api_keys=("key-a", "key-b"))
     _, created = await post_task(sandbox_http, sb, sb.body(), **{"x-api-key": "key-a"})
     task_id = created["data"]["task_id"]
-    async with sandbox_http.get(
-        f"{sb.url}/api/v1/task/{task_id}", headers={"x-api-key": "key-b"}
-    ) as response:
+    async with sandbox_http.get(f"{sb.url}/api/v1/task/{task_id}", headers={"x-api-key": "key-b"}) as response:
         assert response.status == 404
 
 
@@ -184,26 +178,20 @@ async def test_missing_or_wrong_key_is_401_and_creates_nothing(
     assert sb.engine.tasks == {}
 
 
-async def test_empty_key_list_accepts_any_key(
-    sandbox: StartSandbox, sandbox_http: aiohttp.ClientSession
-) -> None:
+async def test_empty_key_list_accepts_any_key(sandbox: StartSandbox, sandbox_http: aiohttp.ClientSession) -> None:
     sb = await sandbox(api_keys=())
     status, _ = await post_task(sandbox_http, sb, sb.body(), **{"x-api-key": "whatever"})
     assert status == 200
 
 
-async def test_402_once_the_credit_is_spent(
-    sandbox: StartSandbox, sandbox_http: aiohttp.ClientSession
-) -> None:
+async def test_402_once_the_credit_is_spent(sandbox: StartSandbox, sandbox_http: aiohttp.ClientSession) -> None:
     sb = await sandbox(credit_usd=0.02)
     statuses = [(await post_task(sandbox_http, sb, sb.body()))[0] for _ in range(3)]
     assert statuses == [200, 200, 402]
     assert len(sb.engine.tasks) == 2 and sb.engine.stats_json()["credit_left_usd"] == 0.0
 
 
-async def test_failed_task_gives_its_credit_back(
-    sandbox: StartSandbox, sandbox_http: aiohttp.ClientSession
-) -> None:
+async def test_failed_task_gives_its_credit_back(sandbox: StartSandbox, sandbox_http: aiohttp.ClientSession) -> None:
     sb = await sandbox(credit_usd=0.01, task_fail=1.0)
     _, created = await post_task(sandbox_http, sb, sb.body())
     await sb.wait_final(created["data"]["task_id"])
@@ -223,9 +211,7 @@ async def test_concurrency_limit_is_429_with_retry_after(
     assert len(sb.engine.tasks) == 2
 
 
-async def test_rate_limit_is_429_with_retry_after(
-    sandbox: StartSandbox, sandbox_http: aiohttp.ClientSession
-) -> None:
+async def test_rate_limit_is_429_with_retry_after(sandbox: StartSandbox, sandbox_http: aiohttp.ClientSession) -> None:
     sb = await sandbox(rate_limit_per_s=0.5)
     assert (await post_task(sandbox_http, sb, sb.body()))[0] == 200
     async with sandbox_http.post(f"{sb.url}/api/v1/task", json=sb.body(), headers=sb.headers) as response:

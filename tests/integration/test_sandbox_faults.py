@@ -118,10 +118,7 @@ async def test_task_fail_retryable_looks_like_a_rate_limit(
     _, envelope = await get(sandbox_http, sb, task_id)
     task = envelope["data"]
     assert task["status"] == "failed" and task["meta"]["started_at"] == ZERO_TIME
-    assert (
-        task["error"]["message"] == "too many requests"
-        and task["error"]["raw_message"] == "too many requests"
-    )
+    assert task["error"]["message"] == "too many requests" and task["error"]["raw_message"] == "too many requests"
     assert task["logs"] == ["too many requests, please retry later"]
     assert sb.engine.stats_json()["faults"]["task_fail_retryable"] == 1
 
@@ -151,9 +148,7 @@ async def test_output_expire_early_serves_a_url_that_is_already_gone(
     assert sb.engine.stats_json()["faults"]["output_expire_early"] == 1
 
 
-@pytest.mark.parametrize(
-    ("patch", "field"), [({"webhook_drop": 2}, "webhook_drop"), ({"no_such": 1}, "no_such")]
-)
+@pytest.mark.parametrize(("patch", "field"), [({"webhook_drop": 2}, "webhook_drop"), ({"no_such": 1}, "no_such")])
 async def test_bad_fault_patch_is_400_naming_the_field(
     sandbox: StartSandbox, sandbox_http: aiohttp.ClientSession, patch: dict[str, Any], field: str
 ) -> None:
@@ -197,9 +192,7 @@ async def test_decisions_do_not_depend_on_request_interleaving(
     assert await fates(prompts) == await fates(prompts[::-1])
 
 
-async def test_stats_count_rejections_by_status(
-    sandbox: StartSandbox, sandbox_http: aiohttp.ClientSession
-) -> None:
+async def test_stats_count_rejections_by_status(sandbox: StartSandbox, sandbox_http: aiohttp.ClientSession) -> None:
     sb = await sandbox()
     async with sandbox_http.post(f"{sb.url}/api/v1/task", json=sb.body()) as response:
         assert response.status == 401

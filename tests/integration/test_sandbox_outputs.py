@@ -13,13 +13,9 @@ from service.sandbox.masks import SYNTHETIC_NOTE
 from tests.fixtures.sandbox import ImageHost, RunningSandbox, StartSandbox, image_bytes
 
 
-async def mask_of(
-    http: aiohttp.ClientSession, sb: RunningSandbox, image: str, prompt: str
-) -> tuple[str, bytes]:
+async def mask_of(http: aiohttp.ClientSession, sb: RunningSandbox, image: str, prompt: str) -> tuple[str, bytes]:
     """Create a task, wait for it, and download its mask; returns (output URL, PNG bytes)."""
-    async with http.post(
-        f"{sb.url}/api/v1/task", json=sb.body(image, prompt), headers=sb.headers
-    ) as response:
+    async with http.post(f"{sb.url}/api/v1/task", json=sb.body(image, prompt), headers=sb.headers) as response:
         task_id = (await response.json())["data"]["task_id"]
     assert await sb.wait_final(task_id) == "completed"
     url = sb.engine.tasks[task_id].output_url
@@ -57,9 +53,7 @@ async def test_mask_depends_only_on_the_image_and_the_prompts(
     assert len({first, other_prompt, other_image}) == 3
 
 
-async def test_output_is_deleted_after_retention(
-    sandbox: StartSandbox, sandbox_http: aiohttp.ClientSession
-) -> None:
+async def test_output_is_deleted_after_retention(sandbox: StartSandbox, sandbox_http: aiohttp.ClientSession) -> None:
     sb = await sandbox(retention_s=1.0)
     url, _ = await mask_of(sandbox_http, sb, sb.sample_url(), "car")
 
@@ -74,9 +68,7 @@ async def test_output_is_deleted_after_retention(
     assert sb.engine.stats_json()["outputs"]["expired"] == 1
 
 
-async def test_samples_are_listed_and_served(
-    sandbox: StartSandbox, sandbox_http: aiohttp.ClientSession
-) -> None:
+async def test_samples_are_listed_and_served(sandbox: StartSandbox, sandbox_http: aiohttp.ClientSession) -> None:
     sb = await sandbox()
     async with sandbox_http.get(f"{sb.url}/samples") as response:
         samples = (await response.json())["samples"]

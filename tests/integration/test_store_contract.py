@@ -65,10 +65,7 @@ async def test_racing_transitions_exactly_one_wins(store: Store) -> None:
     [job] = await batch_of(store, 1)
     await store.claim_queued("w", now=1e12, limit=1, max_in_flight=10, lease_s=60)
     outcomes = await asyncio.gather(
-        *(
-            store.transition(job.id, lambda j, t, i=i: event(Event.CREATED, task_id=f"T{i}"))
-            for i in range(100)
-        )
+        *(store.transition(job.id, lambda j, t, i=i: event(Event.CREATED, task_id=f"T{i}")) for i in range(100))
     )
     assert sum(o.applied for o in outcomes) == 1
     after = await store.get_job(job.id)
@@ -80,9 +77,7 @@ async def test_decide_sees_the_job_and_its_task_inside_the_transaction(store: St
     [job] = await batch_of(store, 1)
     await store.claim_queued("w", now=1e12, limit=1, max_in_flight=10, lease_s=60)
     upsert = TaskUpsert("T1", 1, "created", "pending")
-    await store.transition(
-        job.id, lambda j, t: Change(Event.CREATED, "test", set={"task_id": "T1"}, task=upsert)
-    )
+    await store.transition(job.id, lambda j, t: Change(Event.CREATED, "test", set={"task_id": "T1"}, task=upsert))
     seen: list[tuple[JobRow | None, TaskRow | None]] = []
 
     def spy(j: JobRow | None, t: TaskRow | None) -> Change | None:
@@ -92,9 +87,7 @@ async def test_decide_sees_the_job_and_its_task_inside_the_transaction(store: St
     outcome = await store.transition(job.id, spy, task_id="T1")
     assert not outcome.applied
     ((j, t),) = seen
-    assert (
-        j is not None and j.task_id == "T1" and t is not None and (t.job_id, t.origin) == (job.id, "created")
-    )
+    assert j is not None and j.task_id == "T1" and t is not None and (t.job_id, t.origin) == (job.id, "created")
     assert (await store.transition("no-such-job", spy)).before is None
 
 
@@ -134,9 +127,7 @@ async def test_due_polls_are_held_once_claimed(store: Store) -> None:
     jobs = await batch_of(store, 3)
     await store.claim_queued("w", now=1e12, limit=3, max_in_flight=10, lease_s=30)
     for i, j in enumerate(jobs):
-        await store.transition(
-            j.id, lambda jj, t, i=i: event(Event.CREATED, task_id=f"T{i}", next_check_at=50.0 * i)
-        )
+        await store.transition(j.id, lambda jj, t, i=i: event(Event.CREATED, task_id=f"T{i}", next_check_at=50.0 * i))
     due = await store.claim_due(now=60.0, limit=10, hold_s=100.0)
     assert {j.id for j in due} == {jobs[0].id, jobs[1].id}
     assert await store.claim_due(now=60.0, limit=10, hold_s=100.0) == []  # held for 100 s

@@ -48,9 +48,7 @@ async def new_job(app: RunningSegflow, state: State = State.SUBMITTED, task_id: 
     job = jobs[0]
     await store.claim_queued("test", now=1e12, limit=10_000, max_in_flight=10_000, lease_s=60)
     if state is State.UNKNOWN:
-        await store.transition(
-            job.id, lambda j, t: Change(Event.AMBIGUOUS, "test", set={"unknown_since": 1.0})
-        )
+        await store.transition(job.id, lambda j, t: Change(Event.AMBIGUOUS, "test", set={"unknown_since": 1.0}))
     elif state is State.SUBMITTED:
         tid = task_id or str(uuid.uuid4())
         await store.transition(
@@ -211,9 +209,7 @@ async def test_another_jobs_task_with_this_jobs_secret_is_refused(app: RunningSe
 async def test_webhook_for_ambiguous_create_adopts_the_task(app: RunningSegflow) -> None:
     job = await new_job(app, State.UNKNOWN)
     task_id = str(uuid.uuid4())
-    status, _ = await post(
-        app, job.id, body_for(app, job, status="pending", task_id=task_id), secret_for(app, job.id)
-    )
+    status, _ = await post(app, job.id, body_for(app, job, status="pending", task_id=task_id), secret_for(app, job.id))
     assert status == 200
     state, _, adopted = await snapshot(app, job.id)
     assert (state, adopted) == (State.SUBMITTED, task_id)

@@ -62,9 +62,7 @@ async def test_store_keys_are_cached_until_the_ttl_passes() -> None:
     assert store.lookups == 2
 
 
-@pytest.mark.parametrize(
-    "header", [None, "", "Bearer ", "Token abc", "Bearer " + "z" * 32, "Bearer " + "a" * 600]
-)
+@pytest.mark.parametrize("header", [None, "", "Bearer ", "Token abc", "Bearer " + "z" * 32, "Bearer " + "a" * 600])
 async def test_missing_or_unknown_keys_are_unauthorized(header: str | None) -> None:
     with pytest.raises(ApiError) as caught:
         await Authenticator().tenant(request(header), services(_Store({})))

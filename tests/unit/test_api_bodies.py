@@ -49,12 +49,8 @@ def test_defaults_fill_optional_item_fields() -> None:
 
 
 def test_request_hash_ignores_key_order_but_not_content() -> None:
-    a = decode_batch(
-        {"items": [{"image": IMAGE, "prompt": "cat"}], "callback_url": "https://h.com/x"}, settings()
-    )
-    b = decode_batch(
-        {"callback_url": "https://h.com/x", "items": [{"prompt": "cat", "image": IMAGE}]}, settings()
-    )
+    a = decode_batch({"items": [{"image": IMAGE, "prompt": "cat"}], "callback_url": "https://h.com/x"}, settings())
+    b = decode_batch({"callback_url": "https://h.com/x", "items": [{"prompt": "cat", "image": IMAGE}]}, settings())
     c = decode_batch({"items": [{"image": IMAGE, "prompt": "dog"}]}, settings())
     assert a.request_hash == b.request_hash != c.request_hash
 
@@ -66,9 +62,7 @@ def test_cross_product_past_the_batch_limit_names_the_count() -> None:
 
 def test_segment_factor_bounds_are_inclusive() -> None:
     for value in (-512, 512):
-        (item,) = decode_batch(
-            {"items": [{"image": IMAGE, "prompt": "c", "segment_factor": value}]}, settings()
-        ).items
+        (item,) = decode_batch({"items": [{"image": IMAGE, "prompt": "c", "segment_factor": value}]}, settings()).items
         assert item.segment_factor == value
     assert problems({"items": [{"image": IMAGE, "prompt": "c", "segment_factor": -513}]})[0][0] == (
         "items[0].segment_factor"

@@ -57,9 +57,7 @@ def test_live_jobs_not_yet_fetching_can_be_cancelled(state: State) -> None:
     assert change is not None and (change.event, change.source) == (Event.CANCEL, "api")
 
 
-@pytest.mark.parametrize(
-    "state", [State.FETCHING, State.SUCCEEDED, State.FAILED, State.CANCELLED, State.EXPIRED]
-)
+@pytest.mark.parametrize("state", [State.FETCHING, State.SUCCEEDED, State.FAILED, State.CANCELLED, State.EXPIRED])
 def test_fetching_and_ended_jobs_cannot_be_cancelled(state: State) -> None:
     assert cancel(job(state), None) is None
 
@@ -70,9 +68,9 @@ def test_retry_starts_a_clean_next_attempt() -> None:
     )
     assert change is not None and change.event is Event.RETRY
     assert change.set["attempt"] == 3 and change.set["not_before"] == 123.0
-    assert {
-        k: change.set[k] for k in ("task_id", "error_code", "finished_at", "lease_owner")
-    } == dict.fromkeys(("task_id", "error_code", "finished_at", "lease_owner"))
+    assert {k: change.set[k] for k in ("task_id", "error_code", "finished_at", "lease_owner")} == dict.fromkeys(
+        ("task_id", "error_code", "finished_at", "lease_owner")
+    )
     assert change.set["output_urls"] == () and change.set["submit_tries"] == 0
 
 

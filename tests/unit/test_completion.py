@@ -53,9 +53,7 @@ def task(task_id: str = "T1", attempt: int = 1, job_id: str = "J", origin: str =
     return TaskRow(task_id, job_id, attempt, origin, "pending", 0.0, 0.0)
 
 
-def snap(
-    status: TaskStatus, task_id: str = "T1", *, error: str = "", outputs: tuple[str, ...] = ()
-) -> TaskSnapshot:
+def snap(status: TaskStatus, task_id: str = "T1", *, error: str = "", outputs: tuple[str, ...] = ()) -> TaskSnapshot:
     return TaskSnapshot(
         task_id=task_id,
         model="Qubico/image-toolkit",
@@ -86,9 +84,7 @@ def test_completed_moves_every_awaiting_state_to_fetching_with_outputs(state: St
     assert change.set["lease_until"] == 0.0  # claimable by a fetcher at once
 
 
-@pytest.mark.parametrize(
-    "state", [State.FETCHING, State.SUCCEEDED, State.FAILED, State.CANCELLED, State.EXPIRED]
-)
+@pytest.mark.parametrize("state", [State.FETCHING, State.SUCCEEDED, State.FAILED, State.CANCELLED, State.EXPIRED])
 @pytest.mark.parametrize("status", list(TaskStatus))
 def test_nothing_changes_a_job_past_submitted_for_a_known_task(state: State, status: TaskStatus) -> None:
     assert decide(snap(status), job(state), task()) is None
@@ -138,9 +134,7 @@ def test_real_failure_fails_the_job_with_the_upstream_message() -> None:
 
 def test_failure_of_an_old_attempts_task_changes_nothing() -> None:
     current = job(State.SUBMITTED, attempt=2, task_id="T2")
-    assert (
-        decide(snap(TaskStatus.FAILED, "T1", error="boom"), current, task("T1", attempt=1), attempt=1) is None
-    )
+    assert decide(snap(TaskStatus.FAILED, "T1", error="boom"), current, task("T1", attempt=1), attempt=1) is None
 
 
 def test_completion_of_an_unknown_task_from_an_old_attempt_is_used_and_recorded_as_orphan() -> None:

@@ -18,9 +18,7 @@ def test_shipped_config_file_loads_with_defaults() -> None:
 def test_environment_overrides_file(tmp_path: Path) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text('[database]\nurl = "sqlite:///a.db"\n[submitter]\nmax_in_flight = 7\n')
-    s = load_settings(
-        cfg, {"SEGFLOW_DATABASE_URL": "sqlite:///b.db", "SEGFLOW_OUTPUT_HOSTS": "a.example, b.example"}
-    )
+    s = load_settings(cfg, {"SEGFLOW_DATABASE_URL": "sqlite:///b.db", "SEGFLOW_OUTPUT_HOSTS": "a.example, b.example"})
     assert s.database_url == "sqlite:///b.db"
     assert s.max_in_flight == 7
     assert s.output_hosts == ("a.example", "b.example")
@@ -58,9 +56,7 @@ def test_unknown_option_in_file_is_refused(tmp_path: Path) -> None:
 
 
 def test_secrets_never_show_in_repr_or_errors() -> None:
-    s = load_settings(
-        None, {"SEGFLOW_UPSTREAM_API_KEY": "topsecret-upstream", "SEGFLOW_WEBHOOK_KEYS": "k" * 32}
-    )
+    s = load_settings(None, {"SEGFLOW_UPSTREAM_API_KEY": "topsecret-upstream", "SEGFLOW_WEBHOOK_KEYS": "k" * 32})
     assert "topsecret-upstream" not in repr(s)
     assert "k" * 32 not in repr(s)
     with pytest.raises(ConfigError) as err:

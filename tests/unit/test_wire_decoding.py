@@ -53,9 +53,7 @@ def test_completed_webhook_has_one_mask_url_and_usage() -> None:
     assert snap.output_urls == ("https://img.theapi.app/temp/9a1d2c3b-4e5f-4a6b-8c7d-0e1f2a3b4c5d.png",)
     assert snap.usage_consume == 100000
     assert snap.ended_at is not None and snap.ended_at.utcoffset() is not None
-    assert snap.webhook_endpoint is not None and snap.webhook_endpoint.endswith(
-        "0b7f3c2e-6f0e-4c8e-9d43-2a1f5a9c7e11"
-    )
+    assert snap.webhook_endpoint is not None and snap.webhook_endpoint.endswith("0b7f3c2e-6f0e-4c8e-9d43-2a1f5a9c7e11")
 
 
 def test_rate_limited_failure_is_retryable() -> None:
