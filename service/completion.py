@@ -207,3 +207,5 @@ def record(services: Services, outcome: Outcome, source: str) -> None:
         services.wakeup.notify(Topic.FETCH)
     elif after is State.QUEUED:
         services.wakeup.notify(Topic.SUBMIT)
+    elif after.is_terminal:
+        services.wakeup.notify(Topic.DELIVER)  # its event is in the outbox

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from service.artifacts import LocalArtifactStore
 from service.metrics import Metrics
 from service.settings import Settings
+from service.signing import CallbackSigner
 from service.store import Store, open_store_for
 from service.upstream.client import UpstreamClient, UpstreamTimeouts
 from service.wakeup import Wakeup
@@ -21,6 +22,7 @@ class Services:
     upstream: UpstreamClient
     secrets: WebhookSecrets
     artifacts: LocalArtifactStore
+    signer: CallbackSigner
     metrics: Metrics = field(default_factory=Metrics)
     wakeup: Wakeup = field(default_factory=Wakeup)
     instance_id: str = field(default_factory=lambda: _secrets.token_hex(4))
@@ -50,6 +52,7 @@ async def open_services(settings: Settings, store: Store | None = None) -> Servi
         upstream=upstream,
         secrets=WebhookSecrets([k.encode() for k in settings.webhook_keys]),
         artifacts=LocalArtifactStore(settings.artifact_dir),
+        signer=CallbackSigner([k.encode() for k in settings.webhook_keys]),
         instance_id=settings.instance_id or _secrets.token_hex(4),
     )
     listen = getattr(store, "listen", None)

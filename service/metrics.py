@@ -22,6 +22,9 @@ class Metrics:
         self.polls = Counter("segflow_polls_total", "Reconciler polls by result", ["result"], registry=r)
         self.downloads = Counter("segflow_downloads_total", "Mask downloads by result", ["result"], registry=r)
         self.download_bytes = Counter("segflow_download_bytes_total", "Mask bytes stored", registry=r)
+        self.callbacks = Counter(
+            "segflow_callback_attempts_total", "Outbound callback attempts by outcome", ["outcome"], registry=r
+        )
         self.in_flight = Gauge("segflow_upstream_in_flight", "Jobs that may have a live upstream task", registry=r)
         self.webhook_seconds = Histogram(
             "segflow_webhook_seconds",

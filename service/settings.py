@@ -77,6 +77,15 @@ class Settings:
     fetch_concurrency: int = _opt("artifacts", "concurrency", 8)
     fetch_lease_s: float = _opt("artifacts", "lease_s", 120.0)
     fetch_interval_s: float = _opt("artifacts", "interval_s", 1.0)
+    # [callbacks]
+    callback_timeout_s: float = _opt("callbacks", "timeout_s", 10.0)
+    callback_retry_schedule_s: tuple[float, ...] = _opt(
+        "callbacks", "retry_schedule_s", (60.0, 1800.0, 14400.0, 72000.0)
+    )
+    callback_per_endpoint: int = _opt("callbacks", "per_endpoint", 4)
+    callback_batch: int = _opt("callbacks", "batch", 64)
+    callback_lease_s: float = _opt("callbacks", "lease_s", 60.0)
+    callback_interval_s: float = _opt("callbacks", "interval_s", 1.0)
     # [security]: secrets, environment only
     webhook_keys: tuple[str, ...] = _opt("security", "webhook_keys", (), secret=True)
     api_keys: tuple[str, ...] = _opt("security", "api_keys", (), secret=True)
@@ -112,6 +121,8 @@ def _validate(s: Settings) -> None:
         "submit_batch",
         "submit_concurrency",
         "reconcile_batch",
+        "callback_per_endpoint",
+        "callback_batch",
         "reconcile_concurrency",
         "fetch_batch",
         "fetch_concurrency",
@@ -198,6 +209,12 @@ def _from_toml(path: Path) -> dict[str, Any]:
 
 
 def _typed(f: dataclasses.Field[Any], value: Any) -> Any:
+    if f.type == "tuple[float, ...]":
+        if not isinstance(value, list) or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in value
+        ):
+            raise ConfigError(f"{_where(f)}: a list of numbers")
+        return tuple(float(v) for v in value)
     if f.type.startswith("tuple"):
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{_where(f)}: a list of strings")
@@ -211,6 +228,8 @@ def _typed(f: dataclasses.Field[Any], value: Any) -> Any:
 
 def _coerce(f: dataclasses.Field[Any], raw: str) -> Any:
     try:
+        if f.type == "tuple[float, ...]":
+            return tuple(float(p) for p in raw.split(",") if p.strip())
         if f.type.startswith("tuple"):
             return tuple(p.strip() for p in raw.split(",") if p.strip())
         if f.type == "bool":

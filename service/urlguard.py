@@ -4,6 +4,7 @@ cannot slip a private address in after the check)."""
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import socket
 from urllib.parse import SplitResult, urlsplit
@@ -66,7 +67,7 @@ class GuardedResolver(AbstractResolver):
             return found
         kept = [r for r in found if is_public(r["host"])]
         if not kept:
-            raise OSError(f"{host} resolves only to private addresses")
+            raise OSError(errno.EACCES, f"{host} resolves only to private addresses")
         return kept
 
     async def close(self) -> None:

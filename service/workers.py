@@ -5,12 +5,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from service.context import Services
+from service.deliverer import Deliverer
 from service.fetcher import Fetcher
 from service.reconciler import Reconciler
 from service.submitter import Submitter
 from service.worker_base import Worker
 
-ROLES: dict[str, type[Worker]] = {"submitter": Submitter, "reconciler": Reconciler, "fetcher": Fetcher}
+ROLES: dict[str, type[Worker]] = {
+    "submitter": Submitter,
+    "reconciler": Reconciler,
+    "fetcher": Fetcher,
+    "deliverer": Deliverer,
+}
 ALL_ROLES: tuple[str, ...] = tuple(ROLES)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.routing import BaseRoute, Route
 
 from service import inputs
-from service.api import batches, jobs, ops
+from service.api import batches, callbacks, jobs, ops
 from service.api.auth import Authenticator
 from service.api.endpoint import CallHandler, authed, guarded
 from service.api.openapi import load_document, openapi_route
@@ -28,6 +28,16 @@ def api_routes() -> list[BaseRoute]:
         v1("/v1/jobs/{job_id}/cancel", "POST", jobs.cancel),
         v1("/v1/jobs/{job_id}/retry", "POST", jobs.retry),
         v1("/v1/inputs", "POST", inputs.upload_input),
+        v1("/v1/subscriptions", "POST", callbacks.create_subscription),
+        v1("/v1/subscriptions", "GET", callbacks.list_subscriptions),
+        v1("/v1/subscriptions/{sub_id}", "GET", callbacks.get_subscription),
+        v1("/v1/subscriptions/{sub_id}", "DELETE", callbacks.delete_subscription),
+        v1("/v1/subscriptions/{sub_id}/replay", "POST", callbacks.replay_subscription),
+        v1("/v1/callback-keys", "GET", callbacks.callback_keys),
+        v1("/v1/events", "GET", callbacks.list_events),
+        v1("/v1/events/{event_id}/deliveries", "GET", callbacks.event_deliveries),
+        v1("/v1/events/{event_id}/replay", "POST", callbacks.replay_event),
+        v1("/v1/deliveries/dead", "GET", callbacks.dead_deliveries),
         Route("/inputs/{name}", guarded(inputs.serve_input), methods=["GET"], name="serve_input"),
         Route("/healthz", guarded(ops.healthz), methods=["GET"], name="healthz"),
         Route("/readyz", guarded(ops.readyz), methods=["GET"], name="readyz"),

@@ -47,11 +47,20 @@ ON CONFLICT DO NOTHING
 """
 LIVE_IN_BATCH = f"SELECT count(*) FROM jobs WHERE batch_id = $1 AND state NOT IN ({_TERMINAL})"
 BATCH_COUNTS = "SELECT state, count(*), coalesce(sum(price_usd), 0) FROM jobs WHERE batch_id = $1 GROUP BY state"
+# Due deliveries, at most `per_endpoint` in flight per URL (counting leases held anywhere). A
+# window function cannot be combined with FOR UPDATE, so claimers take turns on an advisory lock.
+CLAIM_LOCK = "SELECT pg_advisory_xact_lock(727002)"
 CLAIM = f"""
 UPDATE deliveries SET lease_owner = $1, lease_until = $2
- WHERE id IN (SELECT id FROM deliveries WHERE state = 'pending' AND next_at <= $3
-                 AND (lease_until IS NULL OR lease_until < $3) ORDER BY next_at LIMIT $4
-                 FOR UPDATE SKIP LOCKED)
+ WHERE id IN (
+   SELECT id FROM (
+     SELECT d.id, d.url, d.next_at, ROW_NUMBER() OVER (PARTITION BY d.url ORDER BY d.next_at) AS rn
+       FROM deliveries d
+      WHERE d.state = 'pending' AND d.next_at <= $3 AND (d.lease_until IS NULL OR d.lease_until < $3)
+   ) c
+   WHERE c.rn + (SELECT count(*) FROM deliveries b
+                  WHERE b.url = c.url AND b.state = 'pending' AND b.lease_until >= $3) <= $5
+   ORDER BY c.next_at LIMIT $4)
 RETURNING {_DELIVERY_COLS}
 """
 SELECT_OUTBOX = f"SELECT {_OUTBOX_COLS} FROM outbox WHERE id = $1"
@@ -175,9 +184,12 @@ class PostgresCallbacks:
 
         return await self._read(fn)
 
-    async def claim_deliveries(self, owner: str, *, now: float, limit: int, lease_s: float) -> list[ClaimedDelivery]:
+    async def claim_deliveries(
+        self, owner: str, *, now: float, limit: int, lease_s: float, per_endpoint: int
+    ) -> list[ClaimedDelivery]:
         async def op(c: Conn) -> list[ClaimedDelivery]:
-            claimed = [_delivery(r) for r in await c.fetch(CLAIM, owner, now + lease_s, now, limit)]
+            await c.execute(CLAIM_LOCK)
+            claimed = [_delivery(r) for r in await c.fetch(CLAIM, owner, now + lease_s, now, limit, per_endpoint)]
             out = []
             for d in claimed:
                 found = await c.fetchrow(SELECT_OUTBOX, d.event_id)

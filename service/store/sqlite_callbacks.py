@@ -46,10 +46,19 @@ SELECT :event, s.id, s.url, s.id, s.ed25519, 'pending', :now, :now
 """
 LIVE_IN_BATCH = f"SELECT count(*) FROM jobs WHERE batch_id = ? AND state NOT IN ({_TERMINAL})"
 BATCH_COUNTS = "SELECT state, count(*), coalesce(sum(price_usd), 0) FROM jobs WHERE batch_id = ? GROUP BY state"
+# Due deliveries, at most `per_endpoint` in flight per URL (counting leases held anywhere), so
+# one slow or dead endpoint never takes every slot.
 CLAIM = f"""
-UPDATE deliveries SET lease_owner = ?, lease_until = ?
- WHERE id IN (SELECT id FROM deliveries WHERE state = 'pending' AND next_at <= ?
-                 AND (lease_until IS NULL OR lease_until < ?) ORDER BY next_at LIMIT ?)
+UPDATE deliveries SET lease_owner = :owner, lease_until = :until
+ WHERE id IN (
+   SELECT id FROM (
+     SELECT d.id, d.url, d.next_at, ROW_NUMBER() OVER (PARTITION BY d.url ORDER BY d.next_at) AS rn
+       FROM deliveries d
+      WHERE d.state = 'pending' AND d.next_at <= :now AND (d.lease_until IS NULL OR d.lease_until < :now)
+   ) c
+   WHERE c.rn + (SELECT count(*) FROM deliveries b
+                  WHERE b.url = c.url AND b.state = 'pending' AND b.lease_until >= :now) <= :per_endpoint
+   ORDER BY c.next_at LIMIT :limit)
 RETURNING {_DELIVERY_COLS}
 """
 SELECT_OUTBOX = f"SELECT {_OUTBOX_COLS} FROM outbox WHERE id = ?"
@@ -182,9 +191,12 @@ class SqliteCallbacks:
 
         return await self._read(fn)
 
-    async def claim_deliveries(self, owner: str, *, now: float, limit: int, lease_s: float) -> list[ClaimedDelivery]:
+    async def claim_deliveries(
+        self, owner: str, *, now: float, limit: int, lease_s: float, per_endpoint: int
+    ) -> list[ClaimedDelivery]:
         def op(c: sqlite3.Connection) -> list[ClaimedDelivery]:
-            claimed = [_delivery(r) for r in c.execute(CLAIM, (owner, now + lease_s, now, now, limit))]
+            params = {"owner": owner, "until": now + lease_s, "now": now, "limit": limit, "per_endpoint": per_endpoint}
+            claimed = [_delivery(r) for r in c.execute(CLAIM, params)]
             out = []
             for d in claimed:
                 event = OutboxRow(*c.execute(SELECT_OUTBOX, (d.event_id,)).fetchone())

@@ -45,6 +45,7 @@ CREATE TABLE deliveries (
 );
 CREATE INDEX deliveries_due ON deliveries (next_at) WHERE state = 'pending';
 CREATE INDEX deliveries_target ON deliveries (target, state, created_at);
+CREATE INDEX deliveries_busy ON deliveries (url, lease_until) WHERE state = 'pending';
 
 CREATE TABLE delivery_attempts (
     delivery_id  bigint NOT NULL REFERENCES deliveries (id),

@@ -1,0 +1,125 @@
+"""The deliverer: sends outbox events to clients' URLs, signed in the Standard Webhooks format,
+retrying on a growing schedule until the last attempt dead-letters the delivery.
+
+Each delivery keeps its event id as `webhook-id` through every retry and replay, so receivers
+can drop duplicates. The claim lets at most `per_endpoint` deliveries per URL be in flight (across
+replicas), so a slow or dead endpoint only ever ties up its own share.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+
+import aiohttp
+
+from service.context import Services
+from service.store.base import AttemptResult, ClaimedDelivery
+from service.urlguard import GuardedResolver, UrlRefused, check_url
+from service.wakeup import Topic
+from service.worker_base import Worker
+
+MAX_RESPONSE_BYTES = 65_536
+
+
+def next_attempt_at(attempts_made: int, schedule: tuple[float, ...], now: float, rng: random.Random) -> float | None:
+    """When to try again after `attempts_made` failed attempts (±20% jitter); None: give up."""
+    if attempts_made > len(schedule):
+        return None
+    return now + schedule[attempts_made - 1] * rng.uniform(0.8, 1.2)
+
+
+def outcome_of(
+    status: int | None, attempts_made: int, schedule: tuple[float, ...], now: float, rng: random.Random
+) -> tuple[str, float | None]:
+    """(outcome, next attempt time) for an attempt that got `status` (None: no answer)."""
+    if status is not None and 200 <= status < 300:
+        return "delivered", None
+    if status == 410:
+        return "gone", None
+    retry_at = next_attempt_at(attempts_made, schedule, now, rng)
+    return ("retry", retry_at) if retry_at is not None else ("dead", None)
+
+
+class Deliverer(Worker):
+    name = "deliverer"
+    topic = Topic.DELIVER
+
+    def __init__(self, services: Services) -> None:
+        super().__init__(services)
+        self.owner = f"{services.instance_id}:deliverer"
+        self.dev = services.settings.allow_private_image_urls
+        self.rng = random.Random()
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def interval(self) -> float:
+        return self.services.settings.callback_interval_s
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=256, resolver=GuardedResolver(self.dev))
+            self._session = aiohttp.ClientSession(connector=connector)
+        return self._session
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        await super().stop(timeout)
+        if self._session is not None:
+            await self._session.close()
+
+    async def round(self) -> bool:
+        s = self.services.settings
+        free = s.callback_batch - len(self._inflight)
+        if free <= 0:
+            return False
+        claimed = await self.services.store.claim_deliveries(
+            self.owner, now=time.time(), limit=free, lease_s=s.callback_lease_s, per_endpoint=s.callback_per_endpoint
+        )
+        for item in claimed:
+            self.spawn(self.deliver(item))
+        return len(claimed) == free
+
+    async def deliver(self, item: ClaimedDelivery) -> None:
+        d = item.delivery
+        status, error, duration_ms = await self._post(item)
+        attempts = d.attempts + 1
+        now = time.time()
+        outcome, next_at = outcome_of(status, attempts, self.services.settings.callback_retry_schedule_s, now, self.rng)
+        if error and error.startswith("refused:"):
+            outcome, next_at = "dead", None  # the URL itself is not allowed: retrying cannot help
+        await self.services.store.finish_attempt(
+            d, AttemptResult(status, duration_ms, error, outcome, next_at), now=now
+        )
+        self.services.metrics.callbacks.labels(outcome=outcome).inc()
+        self.log.info(
+            "callback_attempt",
+            event_id=d.event_id,
+            target=d.target,
+            attempt=attempts,
+            status=status,
+            outcome=outcome,
+            error=error,
+            duration_ms=round(duration_ms, 1),
+        )
+
+    async def _post(self, item: ClaimedDelivery) -> tuple[int | None, str | None, float]:
+        d = item.delivery
+        body = item.payload.encode()
+        started = time.perf_counter()
+        try:
+            check_url(d.url, allowed_hosts=None, allow_private=self.dev, https_only=not self.dev)
+        except UrlRefused as exc:
+            return None, f"refused: {exc}", 0.0
+        headers = self.services.signer.headers(d.signer, d.event_id, int(time.time()), body, asymmetric=d.asymmetric)
+        headers |= {"content-type": "application/json", "user-agent": "segflow-callbacks/1"}
+        timeout = aiohttp.ClientTimeout(total=self.services.settings.callback_timeout_s)
+        try:
+            async with self.session().post(
+                d.url, data=body, headers=headers, timeout=timeout, allow_redirects=False
+            ) as resp:
+                await resp.content.read(MAX_RESPONSE_BYTES)  # bounded: the answer's body is not needed
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            return None, f"{type(exc).__name__}: {exc}"[:300], (time.perf_counter() - started) * 1000
+        error = None if 200 <= status < 300 else f"answered {status}"
+        return status, error, (time.perf_counter() - started) * 1000
