@@ -89,6 +89,15 @@ class SegflowClient:
         target.write_bytes(data)
         return len(data)
 
+    async def event_deliveries(self, event_id: str) -> Any:
+        return await self._call("GET", f"/v1/events/{event_id}/deliveries")
+
+    async def replay_event(self, event_id: str) -> Any:
+        return await self._call("POST", f"/v1/events/{event_id}/replay")
+
+    async def replay_subscription(self, sub_id: str, since: str) -> Any:
+        return await self._call("POST", f"/v1/subscriptions/{sub_id}/replay", json={"since": since})
+
     async def upload_input(self, data: bytes, content_type: str) -> str:
         """Host a local image with segflow so the upstream can fetch it; returns its URL."""
         answer = await self._call("POST", "/v1/inputs", data=data, headers={"content-type": content_type})

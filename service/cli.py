@@ -213,6 +213,45 @@ async def _results(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _events(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from service.apiclient import SegflowClient
+
+    console = Console()
+    async with SegflowClient(args.url, _api_key()) as client:
+        if args.events_command == "replay":
+            answer = await client.replay_event(args.event_id)
+            console.print(f"event {args.event_id}: {answer['replayed']} deliveries queued again")
+            return 0
+        found = await client.event_deliveries(args.event_id)
+    table = Table(title=f"{found['event']['type']} {args.event_id}")
+    for column in ("target", "state", "attempt", "at", "status", "ms", "error"):
+        table.add_column(column)
+    for d in found["deliveries"]:
+        for a in d["attempt_log"] or [{"n": 0, "at": "", "status": None, "duration_ms": 0, "error": None}]:
+            table.add_row(
+                d["target"],
+                d["state"],
+                str(a["n"]),
+                a["at"] or "",
+                str(a["status"] or "-"),
+                f"{a['duration_ms']:.0f}",
+                a["error"] or "",
+            )
+    console.print(table)
+    return 0
+
+
+async def _subscriptions_replay(args: argparse.Namespace) -> int:
+    from service.apiclient import SegflowClient
+
+    async with SegflowClient(args.url, _api_key()) as client:
+        answer = await client.replay_subscription(args.sub_id, args.since)
+    Console().print(f"subscription {args.sub_id}: {answer['replayed']} dead deliveries queued again")
+    return 0
+
+
 # the parser ---------------------------------------------------------------------------------
 
 
@@ -257,6 +296,23 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("batch_id")
     r.add_argument("--out", required=True)
     _client_args(r)
+    ev = sub.add_parser("events", help="outbound events: deliveries and replays").add_subparsers(
+        dest="events_command", required=True
+    )
+    for name, text in (
+        ("deliveries", "every delivery of an event, with status codes and timings"),
+        ("replay", "deliver an event again to every destination"),
+    ):
+        e = ev.add_parser(name, help=text)
+        e.add_argument("event_id")
+        _client_args(e)
+    subs = sub.add_parser("subscriptions", help="event subscriptions").add_subparsers(
+        dest="subscriptions_command", required=True
+    )
+    sr = subs.add_parser("replay", help="deliver again every dead delivery of a subscription since a time")
+    sr.add_argument("sub_id")
+    sr.add_argument("--since", required=True, help="RFC 3339 time or unix seconds")
+    _client_args(sr)
     d = sub.add_parser("demo", help="sandbox + segflow on a fresh SQLite file, a batch end to end")
     d.add_argument("--jobs-per-image", type=int, default=6, help="prompts per sample image (1..6)")
     d.add_argument("--seed", type=int, default=7)
@@ -284,8 +340,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         from service.demo import run_demo
 
         return asyncio.run(run_demo(jobs_per_image=args.jobs_per_image, seed=args.seed, faults=not args.no_faults))
-    if args.command in ("submit", "status", "results"):
-        handler = {"submit": _submit, "status": _status, "results": _results}[args.command]
+    if args.command in ("submit", "status", "results", "events", "subscriptions"):
+        handler = {
+            "submit": _submit,
+            "status": _status,
+            "results": _results,
+            "events": _events,
+            "subscriptions": _subscriptions_replay,
+        }[args.command]
         return asyncio.run(handler(args))
     settings = _settings(args)
     _logging(settings)

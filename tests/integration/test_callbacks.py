@@ -298,3 +298,25 @@ async def test_a_name_resolving_to_a_private_address_is_refused_at_connect_time(
         await asyncio.sleep(0.05)
     assert "private" in dead[0]["last_error"]
     assert receiver.received == []  # nothing ever reached the address behind the name
+
+
+async def test_replaying_a_subscription_redelivers_its_dead_events_since_a_time(
+    sandbox: Any, segflow: Any, receiver: Receiver
+) -> None:
+    failing = {"on": True}
+    receiver.answer = lambda path, msg_id, nth: 500 if failing["on"] else 200
+    sb = await sandbox()
+    sf = await segflow(sb.url, callback_retry_schedule_s=(0.1,), callback_interval_s=0.1)
+    _, sub = await api(sf, "POST", "/v1/subscriptions", {"url": f"{receiver.url}/sub"})
+    await submit(sf, sb, 2)
+    deadline = asyncio.get_running_loop().time() + 30
+    while len((await api(sf, "GET", "/v1/deliveries/dead"))[1]["deliveries"]) < 3:
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.05)
+    failing["on"] = False
+    status, body = await api(sf, "POST", f"/v1/subscriptions/{sub['id']}/replay", {"since": "2000-01-01T00:00:00Z"})
+    assert (status, body["replayed"]) == (200, 3)
+    await receiver.wait(lambda: len({r.headers["webhook-id"] for r in receiver.received[-3:]}) == 3)
+    while (await api(sf, "GET", "/v1/deliveries/dead"))[1]["deliveries"]:
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.05)
