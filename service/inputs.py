@@ -20,6 +20,7 @@ from service.api.endpoint import Call
 from service.api.errors import ApiError
 from service.api.responses import json_response
 from service.context import Services
+from service.http_body import BodyTooLarge, read_limited
 
 MAX_INPUT_BYTES = 20 * 1024 * 1024
 MAX_SIDE = 3072
@@ -46,20 +47,16 @@ async def upload_input(call: Call) -> Response:
     """POST /v1/inputs: the image bytes as the body; answers 201 with the URL to submit."""
     request, services = call.request, call.services
     too_large = ApiError(413, "too_large", f"images up to {MAX_INPUT_BYTES} bytes")
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_INPUT_BYTES:
-        raise too_large
-    data = bytearray()
-    async for chunk in request.stream():
-        data += chunk
-        if len(data) > MAX_INPUT_BYTES:
-            raise too_large
-    kind = await asyncio.to_thread(_inspect, bytes(data))
+    try:
+        data = await read_limited(request, MAX_INPUT_BYTES)
+    except BodyTooLarge:
+        raise too_large from None
+    kind = await asyncio.to_thread(_inspect, data)
     if isinstance(kind, str):
         raise ApiError(422, "invalid_image", kind, [{"path": "body", "reason": kind}])
     ext, ctype = kind
     name = f"{hashlib.sha256(data).hexdigest()}.{ext}"
-    await services.artifacts.put(f"inputs/{name}", bytes(data))
+    await services.artifacts.put(f"inputs/{name}", data)
     url = f"{services.settings.public_url.rstrip('/')}/inputs/{name}"
     return json_response({"url": url, "content_type": ctype, "bytes": len(data)}, 201)
 

@@ -17,6 +17,7 @@ from starlette.responses import Response
 
 from service.completion import SnapshotRefused, apply_snapshot
 from service.context import Services
+from service.http_body import BodyTooLarge, read_limited
 from service.store.base import StoreError
 from service.upstream.wire import WireError, decode_webhook
 
@@ -31,24 +32,6 @@ def _answer(status: int, code: str, services: Services, started: float) -> Respo
     return Response(b'{"status":"%s"}' % code.encode(), status_code=status, media_type=_JSON)
 
 
-class _TooLarge(Exception):
-    pass
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        raise _TooLarge
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _TooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 async def receive_webhook(request: Request) -> Response:
     services: Services = request.app.state.services
     started = time.perf_counter()
@@ -58,8 +41,8 @@ async def receive_webhook(request: Request) -> Response:
         log.info("webhook_rejected", job_id=job_id, reason="missing_secret")
         return _answer(401, "unauthorized", services, started)
     try:
-        body = await _read_body(request, services.settings.max_webhook_body)
-    except _TooLarge:
+        body = await read_limited(request, services.settings.max_webhook_body)
+    except BodyTooLarge:
         log.info("webhook_rejected", job_id=job_id, reason="too_large")
         return _answer(413, "too_large", services, started)
     except ClientDisconnect:

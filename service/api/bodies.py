@@ -16,6 +16,7 @@ from starlette.requests import Request
 
 from service.api.errors import ApiError, Problem, invalid
 from service.api.fields import Fields
+from service.http_body import BodyTooLarge, read_limited
 from service.settings import Settings
 from service.store.base import JobInput
 
@@ -35,19 +36,12 @@ class BatchRequest:
 
 async def read_json(request: Request, limit: int) -> Any:
     """The decoded JSON body; 413 past `limit` bytes (checked before reading all), 400 if malformed."""
-    too_large = ApiError(413, "body_too_large", f"the request body is larger than {limit} bytes")
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        raise too_large
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
     try:
-        return orjson.loads(b"".join(chunks))
+        body = await read_limited(request, limit)
+    except BodyTooLarge:
+        raise ApiError(413, "body_too_large", f"the request body is larger than {limit} bytes") from None
+    try:
+        return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
 

@@ -14,8 +14,7 @@ def open_store_for(database_url: str, *, group_commit_max: int = 256) -> Store:
 
         return SqliteStore(database_url.removeprefix("sqlite:///"), group_commit_max=group_commit_max)
     if database_url.startswith(("postgresql://", "postgres://")):
-        from service.store.postgres import PostgresStore  # type: ignore[import-not-found,unused-ignore]
+        from service.store.postgres import PostgresStore
 
-        store: Store = PostgresStore(database_url, group_commit_max=group_commit_max)
-        return store
+        return PostgresStore(database_url, group_commit_max=group_commit_max)
     raise ValueError("database URL must be sqlite:///PATH or postgresql://…")
