@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import ingest
+from benchmarks import flows, ingest
 from benchmarks.machine import describe
 
 HERE = Path(__file__).resolve().parent
@@ -120,6 +120,99 @@ def _checked(result: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def _workdir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="segflow-bench-"))
+
+
+def row(name: str, unit: str, values: list[float], baseline: float, command: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "benchmark": name,
+        "unit": unit,
+        **spread(values),
+        "baseline": baseline,
+        "ratio": statistics.median(values) / baseline,
+        "command": command,
+        **extra,
+    }
+
+
+def flow_rows(runs: int, full: bool) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    n = 3000 if full else 1000
+    pairs = [flows.fanout(_workdir(), n) for _ in range(runs)]
+    bare = statistics.median(b for _, b in pairs)
+    rows.append(
+        row(
+            "fan-out: bare aiohttp loop to the sandbox (baseline)",
+            "creates/s",
+            [b for _, b in pairs],
+            bare,
+            f"make bench{'-full' if full else ''}  (benchmarks/flows.py fanout, {n} creates)",
+        )
+    )
+    rows.append(
+        row(
+            "fan-out: segflow submitter to the sandbox",
+            "creates/s",
+            [s for s, _ in pairs],
+            bare,
+            f"make bench{'-full' if full else ''}  (benchmarks/flows.py fanout, {n} creates)",
+        )
+    )
+    sizes = [10_000, 100_000, 1_000_000] if full else [10_000, 100_000]
+    timings = {size: [flows.reconcile_round(_workdir(), size) for _ in range(runs)] for size in sizes}
+    base = statistics.median(t for t, _ in timings[sizes[0]])
+    for size in sizes:
+        rows.append(
+            row(
+                f"reconcile round: {size:,} jobs stored, 1,000 overdue",
+                "s",
+                [t for t, _ in timings[size]],
+                base,
+                "make bench  (benchmarks/flows.py reconcile_round; baseline: the 10k round)",
+                statements=statistics.median(q for _, q in timings[size]),
+            )
+        )
+    e2e_n = 10_000 if full else 2_000
+    e2e = [flows.end_to_end(_workdir(), e2e_n) for _ in range(runs)]
+    rows.append(
+        row(
+            f"end to end: {e2e_n:,} jobs through the sandbox, zero latency",
+            "jobs/s",
+            [r["jobs_per_s"] for r in e2e],
+            bare,
+            "make bench  (benchmarks/flows.py end_to_end; baseline: the bare create loop)",
+            wall_s=statistics.median(r["wall_s"] for r in e2e),
+            cpu_ms_per_job=statistics.median(r["cpu_ms_per_job"] for r in e2e),
+            stored_p50_ms=statistics.median(r["stored_p50_ms"] for r in e2e),
+            stored_p99_ms=statistics.median(r["stored_p99_ms"] for r in e2e),
+        )
+    )
+    stored = 1_000_000 if full else 100_000
+    idle = [flows.memory(_workdir(), 0, 0) for _ in range(runs)]
+    loaded = [flows.memory(_workdir(), stored, 10_000) for _ in range(runs)]
+    idle_mb = statistics.median(idle)
+    rows.append(
+        row(
+            "memory: segflow serve, empty database (baseline)",
+            "MB peak RSS",
+            idle,
+            idle_mb,
+            "make bench  (benchmarks/flows.py memory)",
+        )
+    )
+    rows.append(
+        row(
+            f"memory: segflow serve, {stored:,} jobs stored, 10,000 in flight",
+            "MB peak RSS",
+            loaded,
+            idle_mb,
+            "make bench  (benchmarks/flows.py memory)",
+        )
+    )
+    return rows
+
+
 def write(rows: list[dict[str, Any]], machine: dict[str, Any], profile: str, elapsed: float) -> None:
     (HERE / "results.json").write_text(json.dumps({"machine": machine, "profile": profile, "rows": rows}, indent=2))
     lines = [
@@ -136,12 +229,19 @@ def write(rows: list[dict[str, Any]], machine: dict[str, Any], profile: str, ela
         if "not_run" in r:
             lines.append(f"| {r['benchmark']} | not run: {r['not_run']} | | | | | | |")
             continue
-        lines.append(
-            f"| {r['benchmark']} | {r['median']:.0f} {r['unit']} | {r['min']:.0f} | {r['max']:.0f} | "
-            f"{r['baseline']:.0f} | {r['ratio']:.2f} | "
-            f"{r['p50_ms_at_half_rate']:.1f} / {r['p99_ms_at_half_rate']:.1f} | "
-            f"`{r['command']}` |"
+        latency = (
+            f"{r['p50_ms_at_half_rate']:.1f} / {r['p99_ms_at_half_rate']:.1f}" if "p50_ms_at_half_rate" in r else ""
         )
+        digits = 2 if r["median"] < 10 else 0
+        lines.append(
+            f"| {r['benchmark']} | {r['median']:.{digits}f} {r['unit']} | {r['min']:.{digits}f} | "
+            f"{r['max']:.{digits}f} | {r['baseline']:.{digits}f} | {r['ratio']:.2f} | {latency} | `{r['command']}` |"
+        )
+        notes = {
+            k: r[k] for k in ("statements", "wall_s", "cpu_ms_per_job", "stored_p50_ms", "stored_p99_ms") if k in r
+        }
+        if notes:
+            lines.append("| | " + ", ".join(f"{k} {v:.1f}" for k, v in notes.items()) + " | | | | | | |")
     lines += [
         "",
         "Each segflow request is a distinct job's completion webhook: secret verified (HMAC-SHA256, constant "
@@ -161,7 +261,7 @@ def main() -> None:
     profile = "full" if args.full else "quick"
     runs, duration = (5, 8.0) if args.full else (3, 4.0)
     started = time.time()
-    rows = ingest_rows(runs, duration)
+    rows = ingest_rows(runs, duration) + flow_rows(3 if not args.full else 5, args.full)
     write(rows, describe(), profile, time.time() - started)
     print((HERE / "RESULTS.md").read_text())
 

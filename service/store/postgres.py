@@ -347,54 +347,24 @@ class PostgresStore(PostgresCallbacks):
         async with conn.transaction():
             ids = sorted({job_id for job_id, *_ in group})
             jobs = {r[0]: rows.job(r) for r in await conn.fetch(LOCK_JOBS, ids)}
-            locked_states = {job_id: job.state for job_id, job in jobs.items()}
             task_ids = [t for _, _, t, _ in group if t]
             tasks = {r[0]: rows.task(r) for r in await conn.fetch(SELECT_TASKS, task_ids)} if task_ids else {}
-            results: list[tuple[bool, Any]] = []
-            changed: dict[str, JobRow] = {}
-            task_params: list[tuple[Any, ...]] = []
-            event_params: list[tuple[Any, ...]] = []
-            artifact_params: list[tuple[Any, ...]] = []
-            outbox = []
-            wakes: set[Topic] = set()
-            for job_id, decide, task_id, _ in group:
-                job = jobs.get(job_id)
-                try:
-                    change = decide(job, tasks.get(task_id) if task_id else None)
-                except Exception as exc:  # noqa: BLE001 - the error belongs to that transition's caller
-                    results.append((False, exc))
-                    continue
-                plan = rows.plan(job, change, now) if job is not None and change is not None else None
-                if job is None or plan is None:
-                    results.append((True, Outcome(job, job, False)))
-                    continue
-                jobs[job_id] = changed[job_id] = plan.after
-                if plan.task_params:
-                    task_params.append(plan.task_params)
-                    t = plan.task_params
-                    tasks[t[0]] = TaskRow(t[0], t[1], t[2], t[3], t[4], t[5], t[6])
-                artifact_params.extend(plan.artifact_params)
-                if plan.event_params:
-                    event_params.append(plan.event_params)
-                if plan.outbox is not None:
-                    outbox.append(plan.outbox)
-                topic = _wakes(plan.after.state) if plan.after.state != job.state else None
-                if topic:
-                    wakes.add(topic)
-                results.append((True, Outcome(job, plan.after, True)))
-            if changed:
-                await conn.executemany(UPDATE_JOB, [_full_row(j, locked_states[i]) for i, j in changed.items()])
-            if task_params:
-                await conn.executemany(UPSERT_TASK, task_params)
-            if event_params:
-                await conn.executemany(INSERT_EVENT, event_params)
-            if artifact_params:
-                await conn.executemany(INSERT_ARTIFACT, artifact_params)
-            for event in outbox:
+            gp = rows.plan_group([(j, d, t) for j, d, t, _ in group], jobs, tasks, now)
+            if gp.changed:
+                await conn.executemany(UPDATE_JOB, gp.job_rows(_MUTABLE))
+            if gp.task_params:
+                await conn.executemany(UPSERT_TASK, gp.task_params)
+            if gp.event_params:
+                await conn.executemany(INSERT_EVENT, gp.event_params)
+            if gp.artifact_params:
+                await conn.executemany(INSERT_ARTIFACT, gp.artifact_params)
+            for event in gp.outbox:
                 await write_outbox(conn, event, now)
-            for topic in wakes:
+            wakes = {_wakes(j.state) for i, j in gp.changed.items() if j.state != gp.read_states[i]}
+            for topic in wakes - {None}:
+                assert topic is not None
                 await conn.execute(NOTIFY, topic.value)
-        return results
+        return gp.results
 
     # API keys ------------------------------------------------------------------------------
 
@@ -530,11 +500,3 @@ class PostgresStore(PostgresCallbacks):
         row = await self._read(lambda c: c.fetchrow(FLOW_COUNTS))
         assert row is not None  # one row of counts, always
         return rows.flow_counts(row)
-
-
-def _full_row(job: JobRow, locked_state: State) -> tuple[Any, ...]:
-    values = [getattr(job, c) for c in _MUTABLE]
-    values = [
-        orjson.dumps(list(v)).decode() if c == "output_urls" else v for c, v in zip(_MUTABLE, values, strict=True)
-    ]
-    return (job.state.value, job.updated_at, *values, job.id, locked_state.value)

@@ -4,7 +4,7 @@ parameters of one compare-and-set."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +21,7 @@ from service.store.base import (
     EventRow,
     JobInput,
     JobRow,
+    Outcome,
     TaskRow,
 )
 
@@ -157,3 +158,59 @@ def _encode(column: str, value: Any) -> Any:
     if column == "output_urls":
         return orjson.dumps(list(value)).decode()
     return value
+
+
+@dataclass
+class GroupPlan:
+    """A group of transitions decided in order against the rows as the group changes them: each
+    changed job is then written once (guarded by the state it had when the group read it)."""
+
+    results: list[tuple[bool, Any]]
+    changed: dict[str, JobRow]
+    read_states: dict[str, State]
+    task_params: list[tuple[Any, ...]]
+    event_params: list[tuple[Any, ...]]
+    artifact_params: list[tuple[Any, ...]]
+    outbox: list[OutboxEvent]
+
+    def job_rows(self, mutable: tuple[str, ...]) -> list[tuple[Any, ...]]:
+        """Parameters of `UPDATE jobs SET state, updated_at, <mutable…> WHERE id AND state`."""
+        out = []
+        for job_id, job in self.changed.items():
+            values = [_encode(c, getattr(job, c)) for c in mutable]
+            out.append((job.state.value, job.updated_at, *values, job_id, self.read_states[job_id].value))
+        return out
+
+
+def plan_group(
+    group: Sequence[tuple[str, Any, str | None]],
+    jobs: dict[str, JobRow],
+    tasks: dict[str, TaskRow],
+    now: float,
+) -> GroupPlan:
+    """Run each (job_id, decide, task_id) in order; `jobs` and `tasks` hold the rows read for the
+    group and are updated in place as decisions apply."""
+    gp = GroupPlan([], {}, {i: j.state for i, j in jobs.items()}, [], [], [], [])
+    for job_id, decide, task_id in group:
+        job = jobs.get(job_id)
+        try:
+            change = decide(job, tasks.get(task_id) if task_id else None)
+        except Exception as exc:  # noqa: BLE001 - the error belongs to that transition's caller
+            gp.results.append((False, exc))
+            continue
+        p = plan(job, change, now) if job is not None and change is not None else None
+        if job is None or p is None:
+            gp.results.append((True, Outcome(job, job, False)))
+            continue
+        jobs[job_id] = gp.changed[job_id] = p.after
+        if p.task_params:
+            t = p.task_params
+            gp.task_params.append(t)
+            tasks[t[0]] = TaskRow(t[0], t[1], t[2], t[3], t[4], t[5], t[6])
+        gp.artifact_params.extend(p.artifact_params)
+        if p.event_params:
+            gp.event_params.append(p.event_params)
+        if p.outbox is not None:
+            gp.outbox.append(p.outbox)
+        gp.results.append((True, Outcome(job, p.after, True)))
+    return gp

@@ -23,6 +23,7 @@ import orjson
 from service.states import IN_FLIGHT, TERMINAL, State
 from service.store import rows
 from service.store.base import (
+    MUTABLE_COLUMNS,
     ArtifactRow,
     BatchRow,
     BatchSummary,
@@ -227,21 +228,21 @@ class SqliteStore(SqliteCallbacks):
                 return
 
     def _run_batch(self, ops: list[Op]) -> list[tuple[bool, Any]]:
+        """One transaction: other writes first (each in a savepoint), then every transition of the
+        batch as one group, decided in memory and written with `executemany`."""
         conn = self._conn()
-        out: list[tuple[bool, Any]] = []
+        out: list[tuple[bool, Any]] = [(False, None)] * len(ops)
+        transitions = [(i, op) for i, op in enumerate(ops) if isinstance(op, _Transition)]
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for op in ops:
-                conn.execute("SAVEPOINT op")
-                try:
-                    value = op(conn)
-                except Exception as exc:  # noqa: BLE001 - the error belongs to that op's caller
-                    conn.execute("ROLLBACK TO op")
-                    conn.execute("RELEASE op")
-                    out.append((False, exc))
-                else:
-                    conn.execute("RELEASE op")
-                    out.append((True, value))
+            for i, op in enumerate(ops):
+                if not isinstance(op, _Transition):
+                    out[i] = _in_savepoint(conn, op)
+            if transitions:
+                for (i, _), result in zip(
+                    transitions, _transition_group(conn, [t for _, t in transitions]), strict=True
+                ):
+                    out[i] = result
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -335,29 +336,7 @@ class SqliteStore(SqliteCallbacks):
         return await self._read(lambda c: [rows.artifact(r) for r in c.execute(SELECT_ARTIFACTS, (job_id,))])
 
     async def transition(self, job_id: str, decide: Decision, *, task_id: str | None = None) -> Outcome:
-        def op(c: sqlite3.Connection) -> Outcome:
-            row = c.execute(SELECT_JOB, (job_id,)).fetchone()
-            job = rows.job(row) if row else None
-            task_row = c.execute(SELECT_TASK, (task_id,)).fetchone() if task_id else None
-            change = decide(job, rows.task(task_row) if task_row else None)
-            if job is None or change is None:
-                return Outcome(job, job, False)
-            plan = rows.plan(job, change, time.time())
-            if plan is None:
-                return Outcome(job, job, False)
-            if c.execute(self._update(plan.columns), plan.update_params).rowcount != 1:
-                return Outcome(job, job, False)
-            if plan.task_params:
-                c.execute(UPSERT_TASK, plan.task_params)
-            if plan.artifact_params:
-                c.executemany(INSERT_ARTIFACT, plan.artifact_params)
-            if plan.event_params:
-                c.execute(INSERT_EVENT, plan.event_params)
-            if plan.outbox is not None:
-                write_outbox(c, plan.outbox, plan.after.updated_at)
-            return Outcome(job, plan.after, True)
-
-        result: Outcome = await self._write(op)
+        result: Outcome = await self._write(_Transition(job_id, decide, task_id, self._update))
         return result
 
     def _update(self, columns: tuple[str, ...]) -> str:
@@ -424,3 +403,88 @@ class SqliteStore(SqliteCallbacks):
     async def flow_counts(self) -> Mapping[str, int]:
         row = await self._read(lambda c: c.execute(FLOW_COUNTS).fetchone())
         return rows.flow_counts(row)
+
+
+_MUTABLE = tuple(c for c in rows.JOB_COLUMNS if c in MUTABLE_COLUMNS)
+UPDATE_FULL = (
+    "UPDATE jobs SET state = ?, updated_at = ?, "
+    + ", ".join(f"{c} = ?" for c in _MUTABLE)
+    + " WHERE id = ? AND state = ?"
+)
+
+
+class _Transition:
+    """A queued `Store.transition`; alone (the fallback) it reads, decides and writes itself."""
+
+    __slots__ = ("decide", "job_id", "task_id", "update_sql")
+
+    def __init__(self, job_id: str, decide: Decision, task_id: str | None, update_sql: Any) -> None:
+        self.job_id, self.decide, self.task_id, self.update_sql = job_id, decide, task_id, update_sql
+
+    def __call__(self, c: sqlite3.Connection) -> Outcome:
+        row = c.execute(SELECT_JOB, (self.job_id,)).fetchone()
+        job = rows.job(row) if row else None
+        task_row = c.execute(SELECT_TASK, (self.task_id,)).fetchone() if self.task_id else None
+        change = self.decide(job, rows.task(task_row) if task_row else None)
+        if job is None or change is None:
+            return Outcome(job, job, False)
+        plan = rows.plan(job, change, time.time())
+        if plan is None:
+            return Outcome(job, job, False)
+        if c.execute(self.update_sql(plan.columns), plan.update_params).rowcount != 1:
+            return Outcome(job, job, False)
+        if plan.task_params:
+            c.execute(UPSERT_TASK, plan.task_params)
+        if plan.artifact_params:
+            c.executemany(INSERT_ARTIFACT, plan.artifact_params)
+        if plan.event_params:
+            c.execute(INSERT_EVENT, plan.event_params)
+        if plan.outbox is not None:
+            write_outbox(c, plan.outbox, plan.after.updated_at)
+        return Outcome(job, plan.after, True)
+
+
+def _in_savepoint(conn: sqlite3.Connection, op: Op) -> tuple[bool, Any]:
+    conn.execute("SAVEPOINT op")
+    try:
+        value = op(conn)
+    except Exception as exc:  # noqa: BLE001 - the error belongs to that op's caller
+        conn.execute("ROLLBACK TO op")
+        conn.execute("RELEASE op")
+        return (False, exc)
+    conn.execute("RELEASE op")
+    return (True, value)
+
+
+def _transition_group(conn: sqlite3.Connection, group: list[_Transition]) -> list[tuple[bool, Any]]:
+    """Every transition of a batch in a few statements; should the group's SQL fail or find a row
+    changed under it, each transition runs again on its own, in its own savepoint."""
+    now = time.time()
+    conn.execute("SAVEPOINT grp")
+    try:
+        ids = list(dict.fromkeys(t.job_id for t in group))
+        marks = ", ".join("?" * len(ids))
+        jobs = {r[0]: rows.job(r) for r in conn.execute(f"SELECT {_JOB_COLS} FROM jobs WHERE id IN ({marks})", ids)}
+        task_ids = list(dict.fromkeys(t.task_id for t in group if t.task_id))
+        tasks = {}
+        if task_ids:
+            tmarks = ", ".join("?" * len(task_ids))
+            found = conn.execute(SELECT_TASK.replace("task_id = ?", f"task_id IN ({tmarks})"), task_ids)
+            tasks = {r[0]: rows.task(r) for r in found}
+        gp = rows.plan_group([(t.job_id, t.decide, t.task_id) for t in group], jobs, tasks, now)
+        if gp.changed and conn.executemany(UPDATE_FULL, gp.job_rows(_MUTABLE)).rowcount != len(gp.changed):
+            raise sqlite3.IntegrityError("a job changed under the group")
+        if gp.task_params:
+            conn.executemany(UPSERT_TASK, gp.task_params)
+        if gp.event_params:
+            conn.executemany(INSERT_EVENT, gp.event_params)
+        if gp.artifact_params:
+            conn.executemany(INSERT_ARTIFACT, gp.artifact_params)
+        for event in gp.outbox:
+            write_outbox(conn, event, now)
+    except sqlite3.Error:
+        conn.execute("ROLLBACK TO grp")
+        conn.execute("RELEASE grp")
+        return [_in_savepoint(conn, t) for t in group]
+    conn.execute("RELEASE grp")
+    return gp.results
