@@ -259,6 +259,9 @@ def main() -> None:
     parser.add_argument("--full", action="store_true")
     args = parser.parse_args()
     profile = "full" if args.full else "quick"
+    from service.logs import configure_logging
+
+    configure_logging("console", "error")  # in-process rounds (the reconciler's) stay quiet
     runs, duration = (5, 8.0) if args.full else (3, 4.0)
     started = time.time()
     rows = ingest_rows(runs, duration) + flow_rows(3 if not args.full else 5, args.full)
