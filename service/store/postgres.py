@@ -23,11 +23,9 @@ import asyncpg.pool
 import orjson
 import structlog
 
-from service.states import IN_FLIGHT, TERMINAL, State
+from service.states import State
 from service.store import rows
 from service.store.base import (
-    JOB_COLUMNS,
-    MUTABLE_COLUMNS,
     ArtifactRow,
     BatchRow,
     BatchSummary,
@@ -42,6 +40,41 @@ from service.store.base import (
 )
 from service.store.migrations import migration_files
 from service.store.pg_callbacks import PostgresCallbacks, write_outbox
+from service.store.postgres_sql import (
+    AGED_JOBS,
+    BATCH_COUNTS,
+    BATCH_JOBS,
+    BATCH_JOBS_IN_STATE,
+    CLAIM_DUE,
+    CLAIM_FETCHING,
+    CLAIM_LOCK,
+    CLAIM_QUEUED,
+    COUNT_IN_FLIGHT,
+    CREATE_MIGRATIONS,
+    FLOW_COUNTS,
+    INSERT_ARTIFACT,
+    INSERT_BATCH,
+    INSERT_EVENT,
+    INSERT_JOB,
+    INSERT_KEY,
+    JOB_COUNTS,
+    LOCK_JOBS,
+    MIGRATION_LOCK,
+    MIGRATION_UNLOCK,
+    MUTABLE,
+    NOTIFY,
+    SELECT_ARTIFACTS,
+    SELECT_BATCH,
+    SELECT_BATCH_BY_KEY,
+    SELECT_EVENTS,
+    SELECT_JOB,
+    SELECT_JOB_TASKS,
+    SELECT_KEY,
+    SELECT_TASKS,
+    STALE_LEASES,
+    UPDATE_JOB,
+    UPSERT_TASK,
+)
 from service.wakeup import Topic
 
 T = TypeVar("T")
@@ -51,101 +84,6 @@ log = structlog.get_logger("segflow.store.postgres")
 
 CHANNEL = "segflow"
 ACQUIRE_TIMEOUT_S = 5.0
-_JOB_COLS = ", ".join(rows.JOB_COLUMNS)
-_TERMINAL = ", ".join(f"'{s.value}'" for s in TERMINAL)
-_IN_FLIGHT = ", ".join(f"'{s.value}'" for s in IN_FLIGHT)
-_MUTABLE = tuple(c for c in JOB_COLUMNS if c in MUTABLE_COLUMNS)
-_BATCH_COLS = "id, tenant, callback_url, idempotency_key, request_hash, total, created_at"
-_TASK_COLS = "task_id, job_id, attempt, origin, status, created_at, updated_at"
-
-SELECT_JOB = f"SELECT {_JOB_COLS} FROM jobs WHERE id = $1"
-LOCK_JOBS = f"SELECT {_JOB_COLS} FROM jobs WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE"
-SELECT_TASKS = f"SELECT {_TASK_COLS} FROM tasks WHERE task_id = ANY($1::text[])"
-# Every changed job is written whole, guarded by the state read under the row lock.
-UPDATE_JOB = (
-    "UPDATE jobs SET state = $1, updated_at = $2, "
-    + ", ".join(f"{c} = ${i + 3}" for i, c in enumerate(_MUTABLE))
-    + f" WHERE id = ${len(_MUTABLE) + 3} AND state = ${len(_MUTABLE) + 4}"
-)
-UPSERT_TASK = (
-    f"INSERT INTO tasks ({_TASK_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7) "
-    "ON CONFLICT (task_id) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at"
-)
-INSERT_EVENT = (
-    "INSERT INTO events (job_id, at, event, from_state, to_state, source, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)"
-)
-INSERT_ARTIFACT = (
-    "INSERT INTO artifacts VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
-    "ON CONFLICT (job_id, idx) DO UPDATE SET sha256 = excluded.sha256, bytes = excluded.bytes, "
-    "width = excluded.width, height = excluded.height, path = excluded.path, "
-    "source_url = excluded.source_url, content_type = excluded.content_type, created_at = excluded.created_at"
-)
-SELECT_JOB_TASKS = f"SELECT {_TASK_COLS} FROM tasks WHERE job_id = $1 ORDER BY attempt, created_at"
-SELECT_EVENTS = (
-    "SELECT id, job_id, at, event, from_state, to_state, source, detail FROM events WHERE job_id = $1 ORDER BY id"
-)
-SELECT_ARTIFACTS = (
-    "SELECT job_id, idx, sha256, bytes, width, height, path, source_url, content_type, created_at "
-    "FROM artifacts WHERE job_id = $1 ORDER BY idx"
-)
-SELECT_BATCH = f"SELECT {_BATCH_COLS} FROM batches WHERE id = $1"
-SELECT_BATCH_BY_KEY = f"SELECT {_BATCH_COLS} FROM batches WHERE tenant = $1 AND idempotency_key = $2"
-INSERT_BATCH = f"INSERT INTO batches ({_BATCH_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
-INSERT_JOB = (
-    "INSERT INTO jobs (id, batch_id, tenant, seq, image, prompt, negative_prompt, segment_factor, "
-    "metadata, state, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued', $10, $11)"
-)
-BATCH_JOBS = f"SELECT {_JOB_COLS} FROM jobs WHERE batch_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
-BATCH_JOBS_IN_STATE = (
-    f"SELECT {_JOB_COLS} FROM jobs WHERE batch_id = $1 AND state = $2 AND seq > $3 ORDER BY seq LIMIT $4"
-)
-BATCH_COUNTS = "SELECT state, count(*), coalesce(sum(price_usd), 0) FROM jobs WHERE batch_id = $1 GROUP BY state"
-COUNT_IN_FLIGHT = f"SELECT count(*) FROM jobs WHERE state IN ({_IN_FLIGHT})"
-# Claimers of queued work take turns (transaction advisory lock), so the in-flight cap holds
-# across replicas: two of them can never both see the same room.
-CLAIM_LOCK = "SELECT pg_advisory_xact_lock(727001)"
-CLAIM_QUEUED = (
-    f"UPDATE jobs SET state = 'submitting', lease_owner = $1, lease_until = $2, updated_at = $3 "
-    f"WHERE id IN (SELECT id FROM jobs WHERE state = 'queued' AND not_before <= $3 "
-    f"ORDER BY not_before, created_at LIMIT $4 FOR UPDATE SKIP LOCKED) RETURNING {_JOB_COLS}"
-)
-CLAIM_FETCHING = (
-    f"UPDATE jobs SET lease_owner = $1, lease_until = $2, updated_at = $3 "
-    f"WHERE id IN (SELECT id FROM jobs WHERE state = 'fetching' AND lease_until < $3 "
-    f"ORDER BY lease_until LIMIT $4 FOR UPDATE SKIP LOCKED) RETURNING {_JOB_COLS}"
-)
-CLAIM_DUE = (
-    f"UPDATE jobs SET next_check_at = $1 WHERE id IN (SELECT id FROM jobs "
-    f"WHERE state IN ('submitted', 'unknown') AND next_check_at <= $2 ORDER BY next_check_at LIMIT $3 "
-    f"FOR UPDATE SKIP LOCKED) RETURNING {_JOB_COLS}"
-)
-STALE_LEASES = (
-    f"SELECT {_JOB_COLS} FROM jobs WHERE state = 'submitting' AND lease_until < $1 ORDER BY lease_until LIMIT $2"
-)
-AGED_JOBS = (
-    f"SELECT {_JOB_COLS} FROM jobs WHERE state NOT IN ({_TERMINAL}) AND created_at < $1 ORDER BY created_at LIMIT $2"
-)
-JOB_COUNTS = "SELECT state, count(*) FROM jobs GROUP BY state"
-FLOW_COUNTS = (
-    "SELECT "
-    " (SELECT count(*) FROM events WHERE event = 'completed' AND source = 'webhook'),"
-    " (SELECT count(*) FROM events WHERE event = 'completed' AND source = 'poll'),"
-    " (SELECT count(*) FROM tasks WHERE origin = 'adopted'),"
-    " (SELECT count(*) FROM tasks),"
-    " (SELECT count(DISTINCT job_id) FROM tasks),"
-    " (SELECT count(*) FROM events WHERE event = 'ambiguous')"
-)
-INSERT_KEY = (
-    "INSERT INTO api_keys (key_hash, tenant, label, created_at) VALUES ($1, $2, $3, $4) "
-    "ON CONFLICT (key_hash) DO UPDATE SET tenant = excluded.tenant, label = excluded.label"
-)
-SELECT_KEY = "SELECT tenant FROM api_keys WHERE key_hash = $1"
-NOTIFY = "SELECT pg_notify('segflow', $1)"
-MIGRATION_LOCK = "SELECT pg_advisory_lock(727000)"
-CREATE_MIGRATIONS = (
-    "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, applied_at double precision)"
-)
-MIGRATION_UNLOCK = "SELECT pg_advisory_unlock(727000)"
 
 # What losing the server looks like to asyncpg.
 _CONNECTION_ERRORS = (
@@ -351,7 +289,7 @@ class PostgresStore(PostgresCallbacks):
             tasks = {r[0]: rows.task(r) for r in await conn.fetch(SELECT_TASKS, task_ids)} if task_ids else {}
             gp = rows.plan_group([(j, d, t) for j, d, t, _ in group], jobs, tasks, now)
             if gp.changed:
-                await conn.executemany(UPDATE_JOB, gp.job_rows(_MUTABLE))
+                await conn.executemany(UPDATE_JOB, gp.job_rows(MUTABLE))
             if gp.task_params:
                 await conn.executemany(UPSERT_TASK, gp.task_params)
             if gp.event_params:

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from service.states import IN_FLIGHT, TERMINAL, State
+from service.states import State
 from service.store import rows
 from service.store.base import (
     MUTABLE_COLUMNS,
@@ -38,84 +38,37 @@ from service.store.base import (
 )
 from service.store.migrations import migration_files
 from service.store.sqlite_callbacks import SqliteCallbacks, write_outbox
+from service.store.sqlite_sql import (
+    AGED_JOBS,
+    BATCH_COUNTS,
+    BATCH_JOBS,
+    BATCH_JOBS_IN_STATE,
+    CLAIM_DUE,
+    CLAIM_FETCHING,
+    CLAIM_QUEUED,
+    COUNT_IN_FLIGHT,
+    FLOW_COUNTS,
+    INSERT_ARTIFACT,
+    INSERT_BATCH,
+    INSERT_EVENT,
+    INSERT_JOB,
+    INSERT_KEY,
+    JOB_COLS,
+    JOB_COUNTS,
+    SELECT_ARTIFACTS,
+    SELECT_BATCH,
+    SELECT_BATCH_BY_KEY,
+    SELECT_EVENTS,
+    SELECT_JOB,
+    SELECT_JOB_TASKS,
+    SELECT_KEY,
+    SELECT_TASK,
+    STALE_LEASES,
+    UPSERT_TASK,
+)
 
 T = TypeVar("T")
 Op = Callable[[sqlite3.Connection], Any]
-
-_JOB_COLS = ", ".join(rows.JOB_COLUMNS)
-_TERMINAL = ", ".join(f"'{s.value}'" for s in TERMINAL)
-_IN_FLIGHT = ", ".join(f"'{s.value}'" for s in IN_FLIGHT)
-
-SELECT_JOB = f"SELECT {_JOB_COLS} FROM jobs WHERE id = ?"
-SELECT_TASK = "SELECT task_id, job_id, attempt, origin, status, created_at, updated_at FROM tasks WHERE task_id = ?"
-SELECT_JOB_TASKS = (
-    "SELECT task_id, job_id, attempt, origin, status, created_at, updated_at FROM tasks "
-    "WHERE job_id = ? ORDER BY attempt, created_at"
-)
-SELECT_EVENTS = (
-    "SELECT id, job_id, at, event, from_state, to_state, source, detail FROM events WHERE job_id = ? ORDER BY id"
-)
-SELECT_ARTIFACTS = (
-    "SELECT job_id, idx, sha256, bytes, width, height, path, source_url, content_type, created_at "
-    "FROM artifacts WHERE job_id = ? ORDER BY idx"
-)
-_BATCH_COLS = "id, tenant, callback_url, idempotency_key, request_hash, total, created_at"
-SELECT_BATCH = f"SELECT {_BATCH_COLS} FROM batches WHERE id = ?"
-SELECT_BATCH_BY_KEY = (
-    "SELECT id, tenant, callback_url, idempotency_key, request_hash, total, created_at FROM batches "
-    "WHERE tenant = ? AND idempotency_key = ?"
-)
-INSERT_BATCH = "INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?)"
-INSERT_JOB = (
-    "INSERT INTO jobs (id, batch_id, tenant, seq, image, prompt, negative_prompt, segment_factor, "
-    "metadata, state, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)"
-)
-INSERT_EVENT = (
-    "INSERT INTO events (job_id, at, event, from_state, to_state, source, detail) VALUES (?, ?, ?, ?, ?, ?, ?)"
-)
-UPSERT_TASK = (
-    "INSERT INTO tasks (task_id, job_id, attempt, origin, status, created_at, updated_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?) "
-    "ON CONFLICT (task_id) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at"
-)
-INSERT_ARTIFACT = "INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-BATCH_JOBS = f"SELECT {_JOB_COLS} FROM jobs WHERE batch_id = ? AND seq > ? ORDER BY seq LIMIT ?"
-BATCH_JOBS_IN_STATE = f"SELECT {_JOB_COLS} FROM jobs WHERE batch_id = ? AND state = ? AND seq > ? ORDER BY seq LIMIT ?"
-BATCH_COUNTS = "SELECT state, count(*), coalesce(sum(price_usd), 0) FROM jobs WHERE batch_id = ? GROUP BY state"
-COUNT_IN_FLIGHT = f"SELECT count(*) FROM jobs WHERE state IN ({_IN_FLIGHT})"
-CLAIM_QUEUED = (
-    f"UPDATE jobs SET state = 'submitting', lease_owner = ?, lease_until = ?, updated_at = ? "
-    f"WHERE id IN (SELECT id FROM jobs WHERE state = 'queued' AND not_before <= ? "
-    f"ORDER BY not_before, created_at LIMIT ?) RETURNING {_JOB_COLS}"
-)
-CLAIM_FETCHING = (
-    f"UPDATE jobs SET lease_owner = ?, lease_until = ?, updated_at = ? "
-    f"WHERE id IN (SELECT id FROM jobs WHERE state = 'fetching' AND lease_until < ? "
-    f"ORDER BY lease_until LIMIT ?) RETURNING {_JOB_COLS}"
-)
-CLAIM_DUE = (
-    f"UPDATE jobs SET next_check_at = ? WHERE id IN (SELECT id FROM jobs "
-    f"WHERE state IN ('submitted', 'unknown') AND next_check_at <= ? ORDER BY next_check_at LIMIT ?) "
-    f"RETURNING {_JOB_COLS}"
-)
-STALE_LEASES = (
-    f"SELECT {_JOB_COLS} FROM jobs WHERE state = 'submitting' AND lease_until < ? ORDER BY lease_until LIMIT ?"
-)
-AGED_JOBS = (
-    f"SELECT {_JOB_COLS} FROM jobs WHERE state NOT IN ({_TERMINAL}) AND created_at < ? ORDER BY created_at LIMIT ?"
-)
-JOB_COUNTS = "SELECT state, count(*) FROM jobs GROUP BY state"
-FLOW_COUNTS = (
-    "SELECT "
-    " (SELECT count(*) FROM events WHERE event = 'completed' AND source = 'webhook'),"
-    " (SELECT count(*) FROM events WHERE event = 'completed' AND source = 'poll'),"
-    " (SELECT count(*) FROM tasks WHERE origin = 'adopted'),"
-    " (SELECT count(*) FROM tasks),"
-    " (SELECT count(DISTINCT job_id) FROM tasks),"
-    " (SELECT count(*) FROM events WHERE event = 'ambiguous')"
-)
-INSERT_KEY = "INSERT OR REPLACE INTO api_keys (key_hash, tenant, label, created_at) VALUES (?, ?, ?, ?)"
-SELECT_KEY = "SELECT tenant FROM api_keys WHERE key_hash = ?"
 
 
 class SqliteStore(SqliteCallbacks):
@@ -464,7 +417,7 @@ def _transition_group(conn: sqlite3.Connection, group: list[_Transition]) -> lis
     try:
         ids = list(dict.fromkeys(t.job_id for t in group))
         marks = ", ".join("?" * len(ids))
-        jobs = {r[0]: rows.job(r) for r in conn.execute(f"SELECT {_JOB_COLS} FROM jobs WHERE id IN ({marks})", ids)}
+        jobs = {r[0]: rows.job(r) for r in conn.execute(f"SELECT {JOB_COLS} FROM jobs WHERE id IN ({marks})", ids)}
         task_ids = list(dict.fromkeys(t.task_id for t in group if t.task_id))
         tasks = {}
         if task_ids:
