@@ -45,11 +45,14 @@ async def test_events_outlive_a_sigkill_and_are_delivered_after_restart(processe
     async with serve_in_loop(Starlette(routes=[Route("/hook", hook, methods=["POST"])])) as receiver:
         first = processes.start("serve-1", ["serve"], env, f"http://127.0.0.1:{port}/healthz")
         items = [{"image": f"{sandbox_url}/samples/street.jpg", "prompt": f"p{i}"} for i in range(5)]
-        async with aiohttp.ClientSession() as http, http.post(
-            f"http://127.0.0.1:{port}/v1/batches",
-            json={"items": items, "callback_url": f"{receiver}/hook"},
-            headers={"authorization": f"Bearer {API_KEY}"},
-        ) as resp:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                f"http://127.0.0.1:{port}/v1/batches",
+                json={"items": items, "callback_url": f"{receiver}/hook"},
+                headers={"authorization": f"Bearer {API_KEY}"},
+            ) as resp,
+        ):
             assert resp.status == 202
         deadline = asyncio.get_running_loop().time() + 60
         while len({m for m, _ in received}) < 6:  # every event exists and has failed at least once

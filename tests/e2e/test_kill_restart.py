@@ -3,10 +3,8 @@ nothing accepted is lost, nothing is done twice."""
 
 from __future__ import annotations
 
-import asyncio
 import signal
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -14,28 +12,11 @@ import pytest
 from service.artifacts import LocalArtifactStore
 from service.invariants import check_run
 from service.store.sqlite import SqliteStore
-from tests.fixtures.processes import Processes, free_port
+from tests.fixtures.processes import Processes, free_port, wait_batch
 
 pytestmark = pytest.mark.slow
 
 API_KEY = "acme-key-0123456789abcdef"
-
-
-async def get_json(http: aiohttp.ClientSession, url: str) -> Any:
-    async with http.get(url, headers={"authorization": f"Bearer {API_KEY}"}) as resp:
-        assert resp.status == 200, await resp.text()
-        return await resp.json()
-
-
-async def wait_for(http: aiohttp.ClientSession, url: str, predicate: Any, timeout_s: float) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while True:
-        body = await get_json(http, url)
-        if predicate(body):
-            return body
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out: {body}")
-        await asyncio.sleep(0.1)
 
 
 async def test_sigkill_mid_batch_loses_nothing_and_pays_nothing_twice(processes: Processes, tmp_path: Path) -> None:
@@ -92,10 +73,10 @@ async def test_sigkill_mid_batch_loses_nothing_and_pays_nothing_twice(processes:
             accepted = await resp.json()
         batch_url = f"{url}/v1/batches/{accepted['batch_id']}"
         # Kill while work is spread over every stage: some done, most not.
-        await wait_for(http, batch_url, lambda b: 10 <= b["counts"]["succeeded"] < 100, 60)
+        await wait_batch(http, batch_url, API_KEY, lambda b: 10 <= b["counts"]["succeeded"] < 100, 60)
         processes.kill(first, signal.SIGKILL)
         processes.start("segflow-2", ["serve"], env, f"{url}/healthz")
-        summary = await wait_for(http, batch_url, lambda b: b["done"] == b["total"], 120)
+        summary = await wait_batch(http, batch_url, API_KEY, lambda b: b["done"] == b["total"], 120)
         async with http.get(f"{sandbox_url}/_sandbox/tasks") as resp:
             tasks = await resp.json()
     assert summary["counts"]["succeeded"] == 120, summary["counts"]

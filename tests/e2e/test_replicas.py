@@ -4,11 +4,9 @@ twice except after a passed adoption window, no artifact or event is duplicated.
 
 from __future__ import annotations
 
-import asyncio
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -17,7 +15,7 @@ from service.artifacts import LocalArtifactStore
 from service.invariants import check_run
 from service.store.postgres import PostgresStore
 from tests.fixtures.database import drop_postgres_database, fresh_postgres_database, postgres_dsn
-from tests.fixtures.processes import Processes, free_port
+from tests.fixtures.processes import Processes, free_port, wait_batch
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -58,23 +56,6 @@ def replica_env(n: int, port: int, pg_url: str, sandbox_url: str, artifacts: Pat
         "SEGFLOW_CREATES_PER_S": "30",
         "SEGFLOW_LOG_LEVEL": "warning",
     }
-
-
-async def batch(http: aiohttp.ClientSession, url: str) -> Any:
-    async with http.get(url, headers={"authorization": f"Bearer {API_KEY}"}) as resp:
-        assert resp.status == 200, await resp.text()
-        return await resp.json()
-
-
-async def wait_batch(http: aiohttp.ClientSession, url: str, done: Any, timeout_s: float) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while True:
-        body = await batch(http, url)
-        if done(body):
-            return body
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out: {body['counts']}")
-        await asyncio.sleep(0.2)
 
 
 async def test_three_replicas_one_killed_one_restarted(processes: Processes, tmp_path: Path, pg_url: str) -> None:
@@ -122,11 +103,11 @@ async def test_three_replicas_one_killed_one_restarted(processes: Processes, tmp
             assert resp.status == 202, await resp.text()
             accepted = await resp.json()
         batch_url = f"http://127.0.0.1:{ports[0]}/v1/batches/{accepted['batch_id']}"
-        await wait_batch(http, batch_url, lambda b: b["counts"]["succeeded"] >= 20, 90)
+        await wait_batch(http, batch_url, API_KEY, lambda b: b["counts"]["succeeded"] >= 20, 90)
         processes.kill(replicas[1], signal.SIGKILL)  # dies holding leases and owning webhook URLs
         processes.kill(replicas[2], signal.SIGTERM)  # a graceful restart
         processes.start("replica-2-again", ["serve"], envs[2], f"http://127.0.0.1:{ports[2]}/healthz")
-        summary = await wait_batch(http, batch_url, lambda b: b["done"] == b["total"], 180)
+        summary = await wait_batch(http, batch_url, API_KEY, lambda b: b["done"] == b["total"], 180)
         async with http.get(f"{sandbox_url}/_sandbox/tasks") as resp:
             tasks = await resp.json()
     assert summary["counts"]["succeeded"] == 150, summary["counts"]

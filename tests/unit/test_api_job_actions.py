@@ -13,42 +13,11 @@ from service.states import Event, State
 from service.store.base import JobRow
 from service.upstream.errors import UpstreamError
 from service.webhook_secrets import MAX_ATTEMPTS_VERIFIED
+from tests.fixtures.rows import job_row
 
 
 def job(state: State, **fields: Any) -> JobRow:
-    base: dict[str, Any] = dict(
-        id="j1",
-        batch_id="b1",
-        tenant="acme",
-        seq=0,
-        image="https://e.com/a.png",
-        prompt="cat",
-        negative_prompt="",
-        segment_factor=0,
-        metadata=None,
-        state=state,
-        attempt=1,
-        task_id=None,
-        lease_owner=None,
-        lease_until=None,
-        not_before=0.0,
-        next_check_at=None,
-        submit_tries=0,
-        poll_count=0,
-        submitted_at=None,
-        unknown_since=None,
-        completed_at=None,
-        output_urls=(),
-        error_code=None,
-        error_message=None,
-        pixels=None,
-        price_usd=None,
-        created_at=0.0,
-        updated_at=0.0,
-        finished_at=None,
-    )
-    base.update(fields)
-    return JobRow(**base)
+    return job_row(state, **{"id": "j1", "batch_id": "b1", "prompt": "cat", **fields})
 
 
 @pytest.mark.parametrize("state", [State.QUEUED, State.SUBMITTING, State.UNKNOWN, State.SUBMITTED])

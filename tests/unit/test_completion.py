@@ -10,43 +10,14 @@ from service.completion import SnapshotPolicy, SnapshotRefused, decide_snapshot
 from service.states import Event, State
 from service.store.base import JobRow, TaskRow
 from service.upstream.wire import TaskError, TaskSnapshot, TaskStatus
+from tests.fixtures.rows import job_row
 
 POLICY = SnapshotPolicy(max_attempts=3, poll_after_s=30.0, retry_base_s=2.0, retry_max_s=60.0)
 NOW = 1000.0
 
 
 def job(state: State, *, attempt: int = 1, task_id: str | None = "T1") -> JobRow:
-    return JobRow(
-        id="J",
-        batch_id="B",
-        tenant="acme",
-        seq=0,
-        image="https://x/i.png",
-        prompt="car",
-        negative_prompt="",
-        segment_factor=0,
-        metadata=None,
-        state=state,
-        attempt=attempt,
-        task_id=task_id,
-        lease_owner=None,
-        lease_until=None,
-        not_before=0.0,
-        next_check_at=None,
-        submit_tries=0,
-        poll_count=0,
-        submitted_at=None,
-        unknown_since=None,
-        completed_at=None,
-        output_urls=(),
-        error_code=None,
-        error_message=None,
-        pixels=None,
-        price_usd=None,
-        created_at=0.0,
-        updated_at=0.0,
-        finished_at=None,
-    )
+    return job_row(state, attempt=attempt, task_id=task_id, image="https://x/i.png")
 
 
 def task(task_id: str = "T1", attempt: int = 1, job_id: str = "J", origin: str = "created") -> TaskRow:
