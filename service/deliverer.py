@@ -15,7 +15,7 @@ import aiohttp
 
 from service.context import Services
 from service.store.base import AttemptResult, ClaimedDelivery
-from service.urlguard import GuardedResolver, UrlRefused, check_url
+from service.urlguard import GuardedSession, UrlRefused, check_url
 from service.wakeup import Topic
 from service.worker_base import Worker
 
@@ -50,22 +50,15 @@ class Deliverer(Worker):
         self.owner = f"{services.instance_id}:deliverer"
         self.dev = services.settings.allow_private_image_urls
         self.rng = random.Random()
-        self._session: aiohttp.ClientSession | None = None
+        self.http = GuardedSession(self.dev, limit=256)
 
     @property
     def interval(self) -> float:
         return self.services.settings.callback_interval_s
 
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            connector = aiohttp.TCPConnector(limit=256, resolver=GuardedResolver(self.dev))
-            self._session = aiohttp.ClientSession(connector=connector)
-        return self._session
-
     async def stop(self, timeout: float = 10.0) -> None:
         await super().stop(timeout)
-        if self._session is not None:
-            await self._session.close()
+        await self.http.close()
 
     async def round(self) -> bool:
         s = self.services.settings
@@ -114,7 +107,7 @@ class Deliverer(Worker):
         headers |= {"content-type": "application/json", "user-agent": "segflow-callbacks/1"}
         timeout = aiohttp.ClientTimeout(total=self.services.settings.callback_timeout_s)
         try:
-            async with self.session().post(
+            async with self.http.get().post(
                 d.url, data=body, headers=headers, timeout=timeout, allow_redirects=False
             ) as resp:
                 await resp.content.read(MAX_RESPONSE_BYTES)  # bounded: the answer's body is not needed

@@ -7,8 +7,6 @@ import asyncio
 import time
 from urllib.parse import urlsplit
 
-import aiohttp
-
 from service.backoff import Backoff
 from service.completion import record
 from service.context import Services
@@ -25,7 +23,7 @@ from service.states import Event, State
 from service.store.base import ArtifactRow, Change, JobRow, TaskRow
 from service.upstream.errors import UpstreamError
 from service.upstream.wire import TaskStatus
-from service.urlguard import GuardedResolver
+from service.urlguard import GuardedSession
 from service.wakeup import Topic
 from service.worker_base import Worker
 
@@ -51,22 +49,15 @@ class Fetcher(Worker):
         )
         self.backoff = Backoff(2.0, 300.0)
         self.owner = f"{services.instance_id}:fetcher"
-        self._session: aiohttp.ClientSession | None = None
+        self.http = GuardedSession(self.policy.allow_private, limit=64)
 
     @property
     def interval(self) -> float:
         return self.services.settings.fetch_interval_s
 
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            connector = aiohttp.TCPConnector(limit=64, resolver=GuardedResolver(self.policy.allow_private))
-            self._session = aiohttp.ClientSession(connector=connector)
-        return self._session
-
     async def stop(self, timeout: float = 10.0) -> None:
         await super().stop(timeout)
-        if self._session is not None:
-            await self._session.close()
+        await self.http.close()
 
     async def round(self) -> bool:
         s = self.services.settings
@@ -107,7 +98,7 @@ class Fetcher(Worker):
         await self._store(job, urls, got)
 
     async def _download_all(self, urls: tuple[str, ...]) -> list[Downloaded]:
-        return list(await asyncio.gather(*(download_image(self.session(), u, self.policy) for u in urls)))
+        return list(await asyncio.gather(*(download_image(self.http.get(), u, self.policy) for u in urls)))
 
     async def _fresh_urls(self, job: JobRow) -> tuple[str, ...]:
         """Ask the upstream again: it may hand out new URLs for outputs whose links expired."""

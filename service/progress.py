@@ -12,18 +12,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from service.apiclient import SegflowClient
+from service.states import State
 
-STATE_ORDER = (
-    "queued",
-    "submitting",
-    "unknown",
-    "submitted",
-    "fetching",
-    "succeeded",
-    "failed",
-    "cancelled",
-    "expired",
-)
+STATE_ORDER = tuple(s.value for s in State)  # the life of a job, first to last
 
 
 async def wait_for_batch(

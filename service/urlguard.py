@@ -9,6 +9,7 @@ import ipaddress
 import socket
 from urllib.parse import SplitResult, urlsplit
 
+import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
@@ -72,3 +73,24 @@ class GuardedResolver(AbstractResolver):
 
     async def close(self) -> None:
         await self._inner.close()
+
+
+class GuardedSession:
+    """One aiohttp session, made on first use, whose connections only reach public addresses
+    (unless private ones are allowed); for workers that fetch URLs they were handed."""
+
+    def __init__(self, allow_private: bool, limit: int) -> None:
+        self._allow_private = allow_private
+        self._limit = limit
+        self._session: aiohttp.ClientSession | None = None
+
+    def get(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=self._limit, resolver=GuardedResolver(self._allow_private))
+            self._session = aiohttp.ClientSession(connector=connector)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
