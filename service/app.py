@@ -9,6 +9,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from service.api import api_routes, exception_handlers
+from service.console import console_routes
 from service.context import Services
 from service.webhooks import receive_webhook
 from service.workers import Roles
@@ -29,6 +30,7 @@ def create_app(services: Services, *, roles: Sequence[str] = ()) -> Starlette:
     routes = [
         Route("/webhooks/qubico/{job_id}", receive_webhook, methods=["POST"]),
         *api_routes(),
+        *console_routes(),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=exception_handlers())
     app.state.services = services

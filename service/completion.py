@@ -74,7 +74,7 @@ def decide_snapshot(
         if not current:
             return Change(None, source, task=upsert, note="task_recorded", detail=detail) if task is None else None
         if snap.status is TaskStatus.FAILED:
-            return _failure(job, snap, policy, now, source, upsert, detail)
+            return _failure(job, snap, policy, now, source, upsert, detail, adopt)
         if job.state is State.SUBMITTED:
             return None  # progress on a job already known to be submitted: nothing new
         return Change(
@@ -121,7 +121,11 @@ def _failure(
     source: str,
     upsert: TaskUpsert,
     detail: dict[str, object],
+    adopt: dict[str, str],
 ) -> Change:
+    """A failure of the job's current task. `adopt` records the task id when the failure is the first
+    the job hears of its task (an ambiguous create, or a webhook racing the create's answer), so the
+    failed job names its task whatever order the snapshots came in."""
     message = (snap.error.message or snap.error.raw_message) if snap.error else "failed upstream"
     if snap.failure_is_retryable:
         if job.attempt < policy.max_attempts:
@@ -146,14 +150,14 @@ def _failure(
         return Change(
             Event.ATTEMPTS_EXHAUSTED,
             source,
-            set={"error_code": "attempts_exhausted", "error_message": message},
+            set={**adopt, "error_code": "attempts_exhausted", "error_message": message},
             task=upsert,
             detail=detail,
         )
     return Change(
         Event.FAILED_FINAL,
         source,
-        set={"error_code": "upstream_failed", "error_message": message},
+        set={**adopt, "error_code": "upstream_failed", "error_message": message},
         task=upsert,
         detail=detail,
     )

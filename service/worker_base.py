@@ -58,6 +58,10 @@ class Worker:
 
     def _done(self, task: asyncio.Task[Any]) -> None:
         self._inflight.discard(task)
+        if not self._stopping.is_set():
+            # A freed slot is room for the next item now, not after the interval: without this a
+            # worker at its concurrency limit did one batch per interval (8 masks a second).
+            self.services.wakeup.notify(self.topic)
         if task.cancelled():
             return
         error = task.exception()

@@ -1,4 +1,4 @@
-"""Batch routes: submit a batch, read its progress, list its jobs."""
+"""Batch routes: submit a batch, list the tenant's batches, read a batch's progress, list its jobs."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from service.api import views
 from service.api.bodies import decode_batch, idempotency_key, read_json
 from service.api.endpoint import Call
 from service.api.errors import ApiError, not_found
-from service.api.listing import encode_cursor, parse_listing
+from service.api.listing import encode_batch_cursor, encode_cursor, parse_batch_listing, parse_listing
 from service.api.responses import json_response
 from service.store.base import BatchRow, IdempotencyConflict
 from service.wakeup import Topic
@@ -46,6 +46,17 @@ async def create_batch(call: Call) -> Response:
     # A replay answers as the first call did; the header lets a curious client tell them apart.
     headers = None if created else {"idempotent-replayed": "true"}
     return json_response(views.created_view(batch, jobs), status=202, headers=headers)
+
+
+async def list_batches(call: Call) -> Response:
+    """GET /v1/batches: one page of the tenant's batches with their progress, newest first."""
+    listing = parse_batch_listing(call.request.query_params)
+    # One row more than asked says whether another page exists without a count query.
+    found = await call.services.store.list_batches(call.tenant, before=listing.before, limit=listing.limit + 1)
+    page = found[: listing.limit]
+    last = page[-1].batch if page else None
+    next_cursor = encode_batch_cursor(last.created_at, last.id) if last and len(found) > listing.limit else None
+    return json_response({"batches": [views.batch_view(s) for s in page], "next_cursor": next_cursor})
 
 
 async def get_batch(call: Call) -> Response:

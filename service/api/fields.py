@@ -64,6 +64,9 @@ class Fields:
         if len(value) > MAX_TEXT_CHARS:
             self.problem(path, f"at most {MAX_TEXT_CHARS} characters")
             return None
+        if "\x00" in value:  # PostgreSQL text cannot hold NUL: refuse it here rather than fail the write
+            self.problem(path, "must not contain NUL characters")
+            return None
         return value
 
     def segment_factor(self, value: Any, path: str) -> int | None:
@@ -84,7 +87,11 @@ class Fields:
         if not isinstance(value, dict):
             self.problem(path, "must be an object")
             return None
-        size = len(orjson.dumps(value))
+        try:
+            size = len(orjson.dumps(value))
+        except orjson.JSONEncodeError:  # nested deeper than orjson writes (255), though it reads 1024
+            self.problem(path, "is nested too deeply")
+            return None
         if size > MAX_METADATA_BYTES:
             self.problem(path, f"is {size} bytes as JSON; at most {MAX_METADATA_BYTES}")
             return None

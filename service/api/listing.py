@@ -14,6 +14,8 @@ from service.states import State
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 500
+DEFAULT_BATCH_LIMIT = 20
+MAX_BATCH_LIMIT = 100  # each batch listed costs its own progress counts
 START = -1  # before the first job's seq (seqs start at 0)
 
 
@@ -24,9 +26,30 @@ class Listing:
     limit: int
 
 
+@dataclass(frozen=True, slots=True)
+class BatchListing:
+    before: tuple[float, str] | None  # (created_at, id) of the last batch already seen
+    limit: int
+
+
 def encode_cursor(seq: int) -> str:
     """The cursor for the page after the job with `seq`; opaque so its form can change."""
     return base64.urlsafe_b64encode(orjson.dumps({"after": seq})).rstrip(b"=").decode()
+
+
+def encode_batch_cursor(created_at: float, batch_id: str) -> str:
+    """The cursor for the batches listed after (older than) this one."""
+    return base64.urlsafe_b64encode(orjson.dumps({"before": [created_at, batch_id]})).rstrip(b"=").decode()
+
+
+def parse_batch_listing(query: Mapping[str, str]) -> BatchListing:
+    """The page of batches a query asks for; 422 naming every bad parameter."""
+    problems: list[Problem] = []
+    limit = _limit(query.get("limit"), problems, DEFAULT_BATCH_LIMIT, MAX_BATCH_LIMIT)
+    before = _batch_cursor(query.get("cursor"), problems)
+    if problems:
+        raise invalid(problems)
+    return BatchListing(before, limit)
 
 
 def parse_listing(query: Mapping[str, str]) -> Listing:
@@ -50,22 +73,39 @@ def _state(raw: str | None, problems: list[Problem]) -> State | None:
         return None
 
 
-def _limit(raw: str | None, problems: list[Problem]) -> int:
+def _limit(raw: str | None, problems: list[Problem], default: int = DEFAULT_LIMIT, maximum: int = MAX_LIMIT) -> int:
     if raw is None:
-        return DEFAULT_LIMIT
-    if raw.isascii() and raw.isdigit() and 1 <= int(raw) <= MAX_LIMIT:
+        return default
+    if raw.isascii() and raw.isdigit() and 1 <= int(raw) <= maximum:
         return int(raw)
-    problems.append(Problem("limit", f"must be an integer from 1 to {MAX_LIMIT}"))
-    return DEFAULT_LIMIT
+    problems.append(Problem("limit", f"must be an integer from 1 to {maximum}"))
+    return default
+
+
+def _decode(raw: str) -> object:
+    try:
+        decoded: object = orjson.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+    except (binascii.Error, ValueError):
+        return None
+    return decoded
+
+
+def _batch_cursor(raw: str | None, problems: list[Problem]) -> tuple[float, str] | None:
+    if raw is None or raw == "":
+        return None
+    decoded = _decode(raw)
+    before = decoded.get("before") if isinstance(decoded, dict) else None
+    match before:
+        case [int() | float() as created_at, str() as batch_id] if not isinstance(created_at, bool):
+            return float(created_at), batch_id
+    problems.append(Problem("cursor", "not a cursor this API gave out"))
+    return None
 
 
 def _cursor(raw: str | None, problems: list[Problem]) -> int:
     if raw is None or raw == "":
         return START
-    try:
-        decoded = orjson.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
-    except (binascii.Error, ValueError):
-        decoded = None
+    decoded = _decode(raw)
     after = decoded.get("after") if isinstance(decoded, dict) else None
     if not isinstance(after, int) or isinstance(after, bool) or after < START:
         problems.append(Problem("cursor", "not a cursor this API gave out"))

@@ -20,6 +20,7 @@ def api_routes() -> list[BaseRoute]:
 
     return [
         v1("/v1/batches", "POST", batches.create_batch),
+        v1("/v1/batches", "GET", batches.list_batches),
         v1("/v1/batches/{batch_id}", "GET", batches.get_batch),
         v1("/v1/batches/{batch_id}/jobs", "GET", batches.list_batch_jobs),
         v1("/v1/jobs/{job_id}", "GET", jobs.get_job),

@@ -58,6 +58,9 @@ class SandboxTask:
     faults: list[str] = field(default_factory=list)
     webhook_attempts: int = 0
     webhooks_delivered: int = 0
+    # (status, epoch seconds) of every webhook the receiver answered with a 2xx: an acknowledged
+    # completion must already be durable on segflow's side (the chaos checker holds it to that).
+    webhooks_acked: list[tuple[str, float]] = field(default_factory=list)
     get_count: int = 0
     runner: asyncio.Task[None] | None = None
     # Set once the terminal webhook is settled, so a reordered `processing` one can follow it.
@@ -120,5 +123,6 @@ class SandboxTask:
             "create_response": self.create_response,
             "webhook_attempts": self.webhook_attempts,
             "webhooks_delivered": self.webhooks_delivered,
+            "webhooks_acked": [{"status": status, "at": at} for status, at in self.webhooks_acked],
             "faults": list(self.faults),
         }

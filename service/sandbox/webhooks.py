@@ -105,6 +105,7 @@ class WebhookSender:
                 if await self._post(delivery, attempt):
                     self._stats.webhooks["delivered"] += 1
                     delivery.task.webhooks_delivered += 1
+                    delivery.task.webhooks_acked.append((delivery.event, time.time()))
                     return
             self._stats.webhooks["failed"] += 1
             self._log.warning(

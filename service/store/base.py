@@ -286,6 +286,10 @@ class Store(Protocol):
     async def list_batch_jobs(
         self, batch_id: str, *, state: State | None, after_seq: int, limit: int
     ) -> list[JobRow]: ...
+    async def list_batches(self, tenant: str, *, before: tuple[float, str] | None, limit: int) -> list[BatchSummary]:
+        """The tenant's batches with their progress, newest first, older than `before`
+        (created_at, id) when given."""
+        ...
 
     # jobs
     async def get_job(self, job_id: str) -> JobRow | None: ...

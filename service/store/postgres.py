@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -45,6 +46,7 @@ from service.store.postgres_sql import (
     BATCH_COUNTS,
     BATCH_JOBS,
     BATCH_JOBS_IN_STATE,
+    BATCHES_COUNTS,
     CLAIM_DUE,
     CLAIM_FETCHING,
     CLAIM_LOCK,
@@ -72,6 +74,7 @@ from service.store.postgres_sql import (
     SELECT_KEY,
     SELECT_TASKS,
     STALE_LEASES,
+    TENANT_BATCHES,
     UPDATE_JOB,
     UPSERT_TASK,
 )
@@ -376,6 +379,17 @@ class PostgresStore(PostgresCallbacks):
         else:
             found = await self._read(lambda c: c.fetch(BATCH_JOBS_IN_STATE, batch_id, state.value, after_seq, limit))
         return [rows.job(r) for r in found]
+
+    async def list_batches(self, tenant: str, *, before: tuple[float, str] | None, limit: int) -> list[BatchSummary]:
+        created_before, id_before = before or (math.inf, "")
+
+        async def fn(c: Conn) -> list[BatchSummary]:
+            found = [rows.batch(r) for r in await c.fetch(TENANT_BATCHES, tenant, created_before, id_before, limit)]
+            if not found:
+                return []
+            return rows.batch_summaries(found, await c.fetch(BATCHES_COUNTS, [b.id for b in found]))
+
+        return await self._read(fn)
 
     # jobs ----------------------------------------------------------------------------------
 

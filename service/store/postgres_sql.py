@@ -53,6 +53,15 @@ BATCH_JOBS = f"SELECT {JOB_COLS} FROM jobs WHERE batch_id = $1 AND seq > $2 ORDE
 BATCH_JOBS_IN_STATE = (
     f"SELECT {JOB_COLS} FROM jobs WHERE batch_id = $1 AND state = $2 AND seq > $3 ORDER BY seq LIMIT $4"
 )
+# Newest first, from a (created_at, id) key: index batches_tenant_created (migration 0003).
+TENANT_BATCHES = (
+    f"SELECT {_BATCH_COLS} FROM batches WHERE tenant = $1 AND (created_at, id) < ($2, $3) "
+    "ORDER BY created_at DESC, id DESC LIMIT $4"
+)
+BATCHES_COUNTS = (
+    "SELECT batch_id, state, count(*), coalesce(sum(price_usd), 0) FROM jobs WHERE batch_id = ANY($1::text[]) "
+    "GROUP BY batch_id, state"
+)
 BATCH_COUNTS = "SELECT state, count(*), coalesce(sum(price_usd), 0) FROM jobs WHERE batch_id = $1 GROUP BY state"
 COUNT_IN_FLIGHT = f"SELECT count(*) FROM jobs WHERE state IN ({_IN_FLIGHT})"
 # Claimers of queued work take turns (transaction advisory lock), so the in-flight cap holds

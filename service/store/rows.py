@@ -17,6 +17,7 @@ from service.store.base import (
     MUTABLE_COLUMNS,
     ArtifactRow,
     BatchRow,
+    BatchSummary,
     Change,
     EventRow,
     JobInput,
@@ -40,6 +41,16 @@ def job(row: Iterable[Any]) -> JobRow:
 
 def batch(row: Iterable[Any]) -> BatchRow:
     return BatchRow(*row)
+
+
+def batch_summaries(batches: Sequence[BatchRow], counts: Iterable[Iterable[Any]]) -> list[BatchSummary]:
+    """Summaries of `batches` from (batch_id, state, jobs, spend) rows, in the batches' order."""
+    found: dict[str, dict[str, int]] = {b.id: {} for b in batches}
+    spend: dict[str, float] = dict.fromkeys(found, 0.0)
+    for batch_id, state, n, price in counts:
+        found[batch_id][state] = int(n)
+        spend[batch_id] += float(price)
+    return [BatchSummary(b, found[b.id], round(spend[b.id], 6)) for b in batches]
 
 
 def batch_params(b: BatchRow) -> tuple[Any, ...]:

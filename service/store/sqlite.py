@@ -10,6 +10,7 @@ connection and thread; WAL lets them run beside the writer.
 from __future__ import annotations
 
 import asyncio
+import math
 import sqlite3
 import time
 import uuid
@@ -43,6 +44,7 @@ from service.store.sqlite_sql import (
     BATCH_COUNTS,
     BATCH_JOBS,
     BATCH_JOBS_IN_STATE,
+    BATCHES_COUNTS,
     CLAIM_DUE,
     CLAIM_FETCHING,
     CLAIM_QUEUED,
@@ -64,6 +66,7 @@ from service.store.sqlite_sql import (
     SELECT_KEY,
     SELECT_TASK,
     STALE_LEASES,
+    TENANT_BATCHES,
     UPSERT_TASK,
 )
 
@@ -272,6 +275,18 @@ class SqliteStore(SqliteCallbacks):
         return await self._read(
             lambda c: [rows.job(r) for r in c.execute(BATCH_JOBS_IN_STATE, (batch_id, state.value, after_seq, limit))]
         )
+
+    async def list_batches(self, tenant: str, *, before: tuple[float, str] | None, limit: int) -> list[BatchSummary]:
+        created_before, id_before = before or (math.inf, "")
+
+        def fn(c: sqlite3.Connection) -> list[BatchSummary]:
+            found = [rows.batch(r) for r in c.execute(TENANT_BATCHES, (tenant, created_before, id_before, limit))]
+            if not found:
+                return []
+            counts = c.execute(BATCHES_COUNTS.format(marks=", ".join("?" * len(found))), [b.id for b in found])
+            return rows.batch_summaries(found, counts)
+
+        return await self._read(fn)
 
     # jobs ----------------------------------------------------------------------------------
 

@@ -44,6 +44,15 @@ UPSERT_TASK = (
 INSERT_ARTIFACT = "INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 BATCH_JOBS = f"SELECT {JOB_COLS} FROM jobs WHERE batch_id = ? AND seq > ? ORDER BY seq LIMIT ?"
 BATCH_JOBS_IN_STATE = f"SELECT {JOB_COLS} FROM jobs WHERE batch_id = ? AND state = ? AND seq > ? ORDER BY seq LIMIT ?"
+# Newest first, from a (created_at, id) key: index batches_tenant_created (migration 0003).
+TENANT_BATCHES = (
+    f"SELECT {_BATCH_COLS} FROM batches WHERE tenant = ? AND (created_at, id) < (?, ?) "
+    "ORDER BY created_at DESC, id DESC LIMIT ?"
+)
+BATCHES_COUNTS = (
+    "SELECT batch_id, state, count(*), coalesce(sum(price_usd), 0) FROM jobs WHERE batch_id IN ({marks}) "
+    "GROUP BY batch_id, state"
+)
 BATCH_COUNTS = "SELECT state, count(*), coalesce(sum(price_usd), 0) FROM jobs WHERE batch_id = ? GROUP BY state"
 COUNT_IN_FLIGHT = f"SELECT count(*) FROM jobs WHERE state IN ({_IN_FLIGHT})"
 CLAIM_QUEUED = (

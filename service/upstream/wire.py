@@ -146,7 +146,19 @@ def _str(obj: dict[str, Any], key: str, path: str, *, default: str | None = None
         return default
     if not isinstance(value, str):
         raise WireError(f"{path}.{key}: {'missing' if key not in obj else 'expected a string'}")
+    if "\x00" in value:  # no database stores it in text, and no identifier or URL holds one
+        raise WireError(f"{path}.{key}: contains a NUL character")
     return value
+
+
+def _text(obj: dict[str, Any], key: str, path: str) -> str:
+    """Free text (an error message): kept, with any NUL shown as U+FFFD so that it can be stored."""
+    value = obj.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise WireError(f"{path}.{key}: expected a string")
+    return value.replace("\x00", "\ufffd")
 
 
 def _time(value: Any, path: str) -> datetime | None:
@@ -182,6 +194,8 @@ def _outputs(value: Any, path: str) -> tuple[str, ...]:
         if not isinstance(many, list) or not all(isinstance(u, str) for u in many):
             raise WireError(f"{path}.image_urls: expected a list of strings")
         urls.extend(u for u in many if u)
+    if any("\x00" in u for u in urls):
+        raise WireError(f"{path}: an output URL contains a NUL character")
     return tuple(dict.fromkeys(urls))
 
 
@@ -192,8 +206,8 @@ def _error(value: Any, path: str) -> TaskError | None:
     code = err.get("code", 0)
     if isinstance(code, bool) or not isinstance(code, int):
         raise WireError(f"{path}.code: expected an integer")
-    message = _str(err, "message", path, default="")
-    raw = _str(err, "raw_message", path, default="")
+    message = _text(err, "message", path)
+    raw = _text(err, "raw_message", path)
     if code == 0 and not message and not raw:
         return None
     return TaskError(code, message, raw)
@@ -204,7 +218,16 @@ def _logs(value: Any, path: str) -> tuple[str, ...]:
         return ()
     if not isinstance(value, list):
         raise WireError(f"{path}: expected a list")
-    return tuple(v if isinstance(v, str) else orjson.dumps(v).decode() for v in value)
+    return tuple(_log_line(v, f"{path}[{i}]") for i, v in enumerate(value))
+
+
+def _log_line(value: Any, path: str) -> str:
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:  # nested deeper than orjson writes (255), though it reads 1024
+        raise WireError(f"{path}: nested too deeply") from None
 
 
 def _meta(value: Any, path: str) -> tuple[datetime | None, datetime | None, datetime | None, int | None]:

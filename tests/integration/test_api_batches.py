@@ -128,6 +128,19 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
 ]
 
 
+async def test_a_tenant_lists_only_its_own_batches_newest_first_page_by_page(api: Api) -> None:
+    first = await api.submit(n=2)
+    second = await api.submit(n=1)
+    await api.submit(n=1, tenant="globex")
+    page = (await api.call("GET", "/v1/batches?limit=1")).body
+    assert [b["batch_id"] for b in page["batches"]] == [second["batch_id"]]
+    assert page["batches"][0]["counts"]["queued"] == 1 and page["batches"][0]["total"] == 1
+    rest = (await api.call("GET", f"/v1/batches?cursor={page['next_cursor']}")).body
+    assert [b["batch_id"] for b in rest["batches"]] == [first["batch_id"]]
+    assert rest["next_cursor"] is None
+    assert (await api.call("GET", "/v1/batches?limit=0")).paths == ["limit"]
+
+
 @pytest.mark.parametrize(("body", "path"), [(b, p) for _, b, p in INVALID], ids=[n for n, _, _ in INVALID])
 async def test_invalid_batch_is_refused_with_the_field_path_and_stores_nothing(api: Api, body: Any, path: str) -> None:
     answer = await api.call("POST", "/v1/batches", json=body)

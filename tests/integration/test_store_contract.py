@@ -46,6 +46,32 @@ async def test_batches_are_stored_with_their_jobs_in_order(store: Store) -> None
     assert [e.event for e in await store.job_events(jobs[0].id)] == ["accepted"]
 
 
+async def test_a_tenants_batches_are_listed_newest_first_with_their_progress(store: Store) -> None:
+    async def create(tenant: str, n: int, now: float) -> list[JobRow]:
+        items = [JobInput(f"https://img.example/{i}.png", "car") for i in range(n)]
+        _, jobs, _ = await store.create_batch(
+            tenant, items, callback_url=None, idempotency_key=None, request_hash="h", now=now
+        )
+        return jobs
+
+    oldest = await create("acme", 3, 100.0)
+    twins = [await create("acme", 1, 200.0), await create("acme", 2, 200.0)]  # same time: ordered by id
+    await create("globex", 1, 300.0)
+    await store.transition(oldest[0].id, lambda j, t: event(Event.CANCEL, price_usd=0.25))
+
+    listed = await store.list_batches("acme", before=None, limit=10)
+    twin_ids = sorted((jobs[0].batch_id for jobs in twins), reverse=True)
+    assert [s.batch.id for s in listed] == [*twin_ids, oldest[0].batch_id]
+    last = listed[-1]
+    assert last.batch.total == 3 and last.counts == {"queued": 2, "cancelled": 1} and last.done == 1
+    assert last.spend_usd == pytest.approx(0.25)
+    page = await store.list_batches("acme", before=(listed[0].batch.created_at, listed[0].batch.id), limit=1)
+    assert [s.batch.id for s in page] == [listed[1].batch.id]
+    rest = await store.list_batches("acme", before=(page[0].batch.created_at, page[0].batch.id), limit=5)
+    assert [s.batch.id for s in rest] == [oldest[0].batch_id]
+    assert await store.list_batches("initech", before=None, limit=10) == []
+
+
 async def test_idempotency_key_returns_the_same_batch_and_refuses_another_body(store: Store) -> None:
     first = await batch_of(store, 3, key="k1")
     again = await batch_of(store, 3, key="k1")

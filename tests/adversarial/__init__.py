@@ -1,0 +1,1 @@
+"""Adversarial tests: property-based, schema-driven, SSRF, hostile bodies, secrets (issue 7)."""
