@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from service.states import IN_FLIGHT, TERMINAL
+from service.store import rows
 from service.store.base import JOB_COLUMNS, MUTABLE_COLUMNS
 
 JOB_COLS = ", ".join(JOB_COLUMNS)
-_TERMINAL = ", ".join(f"'{s.value}'" for s in TERMINAL)
-_IN_FLIGHT = ", ".join(f"'{s.value}'" for s in IN_FLIGHT)
+_TERMINAL = rows.sql_states(TERMINAL)
+_IN_FLIGHT = rows.sql_states(IN_FLIGHT)
 MUTABLE = tuple(c for c in JOB_COLUMNS if c in MUTABLE_COLUMNS)
 _BATCH_COLS = "id, tenant, callback_url, idempotency_key, request_hash, total, created_at"
 _TASK_COLS = "task_id, job_id, attempt, origin, status, created_at, updated_at"

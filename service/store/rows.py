@@ -26,7 +26,14 @@ from service.store.base import (
     TaskRow,
 )
 
-__all__ = ["JOB_COLUMNS", "Plan", "batch", "job", "plan"]
+__all__ = ["JOB_COLUMNS", "Plan", "batch", "job", "plan", "sql_states"]
+
+
+def sql_states(states: frozenset[State]) -> str:
+    """States as an SQL list in the state machine's order: the same text every run, so a query
+    matches its partial index's WHERE (SQLite uses a partial index only for a matching condition)."""
+    return ", ".join(f"'{s.value}'" for s in State if s in states)
+
 
 _STATES = {s.value: s for s in State}
 

@@ -6,8 +6,8 @@ from service.states import IN_FLIGHT, TERMINAL
 from service.store import rows
 
 JOB_COLS = ", ".join(rows.JOB_COLUMNS)
-_TERMINAL = ", ".join(f"'{s.value}'" for s in TERMINAL)
-_IN_FLIGHT = ", ".join(f"'{s.value}'" for s in IN_FLIGHT)
+_TERMINAL = rows.sql_states(TERMINAL)
+_IN_FLIGHT = rows.sql_states(IN_FLIGHT)
 
 SELECT_JOB = f"SELECT {JOB_COLS} FROM jobs WHERE id = ?"
 SELECT_TASK = "SELECT task_id, job_id, attempt, origin, status, created_at, updated_at FROM tasks WHERE task_id = ?"
