@@ -51,7 +51,11 @@ async def _drop(name: str) -> None:
         await admin.close()
 
 
-def ingest_rows(runs: int, duration_s: float) -> list[dict[str, Any]]:
+def make_target(full: bool) -> str:
+    return "make bench-full" if full else "make bench"
+
+
+def ingest_rows(runs: int, duration_s: float, full: bool) -> list[dict[str, Any]]:
     """Max rate of each variant (median of `runs`), then latency at half of that rate."""
     variants = ["bare", "sqlite", "postgres"]
     maxima: dict[str, list[float]] = {v: [] for v in variants}
@@ -87,7 +91,7 @@ def ingest_rows(runs: int, duration_s: float) -> list[dict[str, Any]]:
                 "durable_writes_checked": [d.get("moved") for d in detail[variant]],
                 "p50_ms_at_half_rate": half["p50_ms"],
                 "p99_ms_at_half_rate": half["p99_ms"],
-                "command": "make bench  (benchmarks/ingest.py)",
+                "command": f"{make_target(full)}  (benchmarks/ingest.py, {duration_s:.0f} s per run)",
             }
         )
     return rows
@@ -138,6 +142,7 @@ def row(name: str, unit: str, values: list[float], baseline: float, command: str
 
 def flow_rows(runs: int, full: bool) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
+    make = make_target(full)
     n = 3000 if full else 1000
     pairs = [flows.fanout(_workdir(), n) for _ in range(runs)]
     bare = statistics.median(b for _, b in pairs)
@@ -147,7 +152,7 @@ def flow_rows(runs: int, full: bool) -> list[dict[str, Any]]:
             "creates/s",
             [b for _, b in pairs],
             bare,
-            f"make bench{'-full' if full else ''}  (benchmarks/flows.py fanout, {n} creates)",
+            f"{make}  (benchmarks/flows.py fanout, {n} creates)",
         )
     )
     rows.append(
@@ -156,7 +161,7 @@ def flow_rows(runs: int, full: bool) -> list[dict[str, Any]]:
             "creates/s",
             [s for s, _ in pairs],
             bare,
-            f"make bench{'-full' if full else ''}  (benchmarks/flows.py fanout, {n} creates)",
+            f"{make}  (benchmarks/flows.py fanout, {n} creates)",
         )
     )
     sizes = [10_000, 100_000, 1_000_000] if full else [10_000, 100_000]
@@ -169,7 +174,7 @@ def flow_rows(runs: int, full: bool) -> list[dict[str, Any]]:
                 "s",
                 [t for t, _ in timings[size]],
                 base,
-                "make bench  (benchmarks/flows.py reconcile_round; baseline: the 10k round)",
+                f"{make}  (benchmarks/flows.py reconcile_round; baseline: the 10k round)",
                 statements=statistics.median(q for _, q in timings[size]),
             )
         )
@@ -181,7 +186,7 @@ def flow_rows(runs: int, full: bool) -> list[dict[str, Any]]:
             "jobs/s",
             [r["jobs_per_s"] for r in e2e],
             bare,
-            "make bench  (benchmarks/flows.py end_to_end; baseline: the bare create loop)",
+            f"{make}  (benchmarks/flows.py end_to_end; baseline: the bare create loop)",
             wall_s=statistics.median(r["wall_s"] for r in e2e),
             cpu_ms_per_job=statistics.median(r["cpu_ms_per_job"] for r in e2e),
             stored_p50_ms=statistics.median(r["stored_p50_ms"] for r in e2e),
@@ -198,7 +203,7 @@ def flow_rows(runs: int, full: bool) -> list[dict[str, Any]]:
             "MB peak RSS",
             idle,
             idle_mb,
-            "make bench  (benchmarks/flows.py memory)",
+            f"{make}  (benchmarks/flows.py memory)",
         )
     )
     rows.append(
@@ -207,18 +212,32 @@ def flow_rows(runs: int, full: bool) -> list[dict[str, Any]]:
             "MB peak RSS",
             loaded,
             idle_mb,
-            "make bench  (benchmarks/flows.py memory)",
+            f"{make}  (benchmarks/flows.py memory)",
         )
     )
     return rows
 
 
 def write(rows: list[dict[str, Any]], machine: dict[str, Any], profile: str, elapsed: float) -> None:
-    (HERE / "results.json").write_text(json.dumps({"machine": machine, "profile": profile, "rows": rows}, indent=2))
+    measured_at = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    results = {
+        "machine": machine,
+        "profile": profile,
+        "measured_at": measured_at,
+        "elapsed_s": round(elapsed),
+        "rows": rows,
+    }
+    (HERE / "results.json").write_text(json.dumps(results, indent=2))
+    render(results)
+
+
+def render(results: dict[str, Any]) -> None:
+    """RESULTS.md from results.json and ANALYSIS.md (`--render` redoes it after ANALYSIS.md changes)."""
+    machine, profile, rows = results["machine"], results["profile"], results["rows"]
     lines = [
         "# segflow benchmarks",
         "",
-        f"Profile `{profile}`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {elapsed:.0f} s. Machine: "
+        f"Profile `{profile}`, {results['measured_at']}, {results['elapsed_s']} s. Machine: "
         f"{machine['cpus']} CPUs, {machine['cpu_model']}, Python {machine['python']}. Load generators run as "
         "separate processes on the same machine; absolute figures drift, the ratios are the results.",
         "",
@@ -257,14 +276,18 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--full", action="store_true")
+    parser.add_argument("--render", action="store_true", help="rewrite RESULTS.md from results.json, measuring nothing")
     args = parser.parse_args()
+    if args.render:
+        render(json.loads((HERE / "results.json").read_text()))
+        return
     profile = "full" if args.full else "quick"
     from service.logs import configure_logging
 
     configure_logging("console", "error")  # in-process rounds (the reconciler's) stay quiet
     runs, duration = (5, 8.0) if args.full else (3, 4.0)
     started = time.time()
-    rows = ingest_rows(runs, duration) + flow_rows(3 if not args.full else 5, args.full)
+    rows = ingest_rows(runs, duration, args.full) + flow_rows(3 if not args.full else 5, args.full)
     write(rows, describe(), profile, time.time() - started)
     print((HERE / "RESULTS.md").read_text())
 

@@ -54,6 +54,7 @@ class Settings:
     allow_private_image_urls: bool = _opt("jobs", "allow_private_image_urls", False)
     # [submitter]
     max_in_flight: int = _opt("submitter", "max_in_flight", 50)
+    max_fetch_backlog: int = _opt("submitter", "max_fetch_backlog", 200)
     creates_per_s: float = _opt("submitter", "creates_per_s", 10.0)
     submit_batch: int = _opt("submitter", "batch", 32)
     submit_concurrency: int = _opt("submitter", "concurrency", 16)

@@ -54,6 +54,7 @@ class Submitter(Worker):
             limit=min(s.submit_batch, free),
             max_in_flight=s.max_in_flight,
             lease_s=s.submit_lease_s,
+            max_fetch_backlog=s.max_fetch_backlog,
         )
         for job in jobs:
             self.spawn(self.submit(job))

@@ -51,6 +51,7 @@ from service.store.postgres_sql import (
     CLAIM_FETCHING,
     CLAIM_LOCK,
     CLAIM_QUEUED,
+    COUNT_FETCHING,
     COUNT_IN_FLIGHT,
     CREATE_MIGRATIONS,
     FLOW_COUNTS,
@@ -409,11 +410,13 @@ class PostgresStore(PostgresCallbacks):
     # work claims ---------------------------------------------------------------------------
 
     async def claim_queued(
-        self, owner: str, *, now: float, limit: int, max_in_flight: int, lease_s: float
+        self, owner: str, *, now: float, limit: int, max_in_flight: int, lease_s: float, max_fetch_backlog: int = 0
     ) -> list[JobRow]:
         async def claim(c: Conn) -> list[JobRow]:
             await c.execute(CLAIM_LOCK)
             room = min(limit, max_in_flight - int(await c.fetchval(COUNT_IN_FLIGHT)))
+            if room > 0 and max_fetch_backlog:
+                room = min(room, max_fetch_backlog - int(await c.fetchval(COUNT_FETCHING)))
             if room <= 0:
                 return []
             claimed = [rows.job(r) for r in await c.fetch(CLAIM_QUEUED, owner, now + lease_s, now, room)]

@@ -65,6 +65,7 @@ BATCHES_COUNTS = (
 )
 BATCH_COUNTS = "SELECT state, count(*), coalesce(sum(price_usd), 0) FROM jobs WHERE batch_id = $1 GROUP BY state"
 COUNT_IN_FLIGHT = f"SELECT count(*) FROM jobs WHERE state IN ({_IN_FLIGHT})"
+COUNT_FETCHING = "SELECT count(*) FROM jobs WHERE state = 'fetching'"
 # Claimers of queued work take turns (transaction advisory lock), so the in-flight cap holds
 # across replicas: two of them can never both see the same room.
 CLAIM_LOCK = "SELECT pg_advisory_xact_lock(727001)"

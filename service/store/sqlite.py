@@ -48,6 +48,7 @@ from service.store.sqlite_sql import (
     CLAIM_DUE,
     CLAIM_FETCHING,
     CLAIM_QUEUED,
+    COUNT_FETCHING,
     COUNT_IN_FLIGHT,
     FLOW_COUNTS,
     INSERT_ARTIFACT,
@@ -318,10 +319,12 @@ class SqliteStore(SqliteCallbacks):
     # work claims ---------------------------------------------------------------------------
 
     async def claim_queued(
-        self, owner: str, *, now: float, limit: int, max_in_flight: int, lease_s: float
+        self, owner: str, *, now: float, limit: int, max_in_flight: int, lease_s: float, max_fetch_backlog: int = 0
     ) -> list[JobRow]:
         def op(c: sqlite3.Connection) -> list[JobRow]:
             room = min(limit, max_in_flight - c.execute(COUNT_IN_FLIGHT).fetchone()[0])
+            if room > 0 and max_fetch_backlog:
+                room = min(room, max_fetch_backlog - c.execute(COUNT_FETCHING).fetchone()[0])
             if room <= 0:
                 return []
             claimed = [rows.job(r) for r in c.execute(CLAIM_QUEUED, (owner, now + lease_s, now, now, room))]

@@ -55,6 +55,7 @@ BATCHES_COUNTS = (
 )
 BATCH_COUNTS = "SELECT state, count(*), coalesce(sum(price_usd), 0) FROM jobs WHERE batch_id = ? GROUP BY state"
 COUNT_IN_FLIGHT = f"SELECT count(*) FROM jobs WHERE state IN ({_IN_FLIGHT})"
+COUNT_FETCHING = "SELECT count(*) FROM jobs WHERE state = 'fetching'"
 CLAIM_QUEUED = (
     f"UPDATE jobs SET state = 'submitting', lease_owner = ?, lease_until = ?, updated_at = ? "
     f"WHERE id IN (SELECT id FROM jobs WHERE state = 'queued' AND not_before <= ? "

@@ -152,6 +152,7 @@ async def run(database_url: str, database: str, seconds: float, workdir: Path) -
             "SEGFLOW_CREATES_PER_S": "50",
             # The flooded jobs are in flight on paper only: they must not hold the real batch back.
             "SEGFLOW_MAX_IN_FLIGHT": str(len(pairs) + 100),
+            "SEGFLOW_MAX_FETCH_BACKLOG": "0",  # nor, once completed, their masks that are never fetched
             "SEGFLOW_POLL_AFTER_S": "1",
             "SEGFLOW_RECONCILE_INTERVAL_S": "0.5",
             "SEGFLOW_LOG_FORMAT": "json",

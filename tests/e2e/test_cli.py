@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -160,6 +161,7 @@ async def test_submit_wait_status_and_results(processes: Processes, tmp_path: Pa
     out = tmp_path / "masks"
     results = await asyncio.to_thread(run_cli, "results", batch_id, "--out", str(out), env=client_env)
     assert results.returncode == 0, results.stderr
+    assert re.search(r"masks saved\W+4\b", results.stdout), results.stdout  # the closing summary table
     masks = sorted(out.glob("*.png"))
     assert len(masks) == 4
     assert all(m.read_bytes().startswith(b"\x89PNG") for m in masks)

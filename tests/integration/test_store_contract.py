@@ -140,6 +140,21 @@ async def test_claims_respect_limit_cap_backoff_and_leases(store: Store) -> None
     assert {j.id for j in stale} == {j.id for j in first + second}
 
 
+async def test_no_job_is_claimed_while_the_fetch_backlog_is_full(store: Store) -> None:
+    jobs = await batch_of(store, 6)
+    claimed = await store.claim_queued("w", now=1e12, limit=3, max_in_flight=10, lease_s=30, max_fetch_backlog=2)
+    assert len(claimed) == 2  # the backlog is empty, but only 2 masks may be waiting at a time
+    for i, job in enumerate(claimed):
+        await store.transition(job.id, lambda j, t, i=i: event(Event.CREATED, task_id=f"T{i}"))
+        await store.transition(job.id, lambda j, t: event(Event.COMPLETED, lease_until=0.0))
+    assert await store.claim_queued("w", now=1e12, limit=3, max_in_flight=10, lease_s=30, max_fetch_backlog=2) == []
+    await store.transition(claimed[0].id, lambda j, t: event(Event.STORED))
+    after = await store.claim_queued("w", now=1e12, limit=3, max_in_flight=10, lease_s=30, max_fetch_backlog=2)
+    assert len(after) == 1  # one mask stored: room for one more
+    unlimited = await store.claim_queued("w", now=1e12, limit=9, max_in_flight=10, lease_s=30, max_fetch_backlog=0)
+    assert len(unlimited) == len(jobs) - 3
+
+
 async def test_concurrent_claimers_never_share_a_job(store: Store) -> None:
     await batch_of(store, 40)
     claims = await asyncio.gather(
