@@ -14,7 +14,7 @@ from service.invariants import Report, check_run
 from service.sandbox.settings import FaultSettings
 from service.states import State
 from service.submitter import Submitter
-from tests.fixtures.sandbox import RunningSandbox
+from tests.fixtures.sandbox import RunningSandbox, wait_until
 from tests.fixtures.segflow import RunningSegflow
 
 SAMPLES = ("street.jpg", "portrait.jpg", "shapes.png")
@@ -142,15 +142,6 @@ async def test_concurrency_cap_is_never_exceeded_upstream(sandbox: Any, segflow:
     assert sb.engine.stats_json()["creates_rejected"].get("429", 0) == 0  # never over the account's limit
 
 
-async def until(condition: Any, timeout_s: float, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not await condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"not {what} after {timeout_s} s")
-        await asyncio.sleep(0.05)
-
-
 async def test_no_task_is_created_while_masks_wait_to_be_downloaded(sandbox: Any, segflow: Any) -> None:
     """Downloads stalled: segflow stops paying for tasks whose masks it could not save in time,
     and goes on once the backlog drains. The workers' rounds are driven by hand, one at a time."""
@@ -166,7 +157,7 @@ async def test_no_task_is_created_while_masks_wait_to_be_downloaded(sandbox: Any
         return (await counts()).get(State.FETCHING.value, 0) == 3
 
     await submitter.round()
-    await until(backlog_full, 10, "3 jobs fetching")
+    await wait_until(backlog_full, 10, "3 jobs fetching")
     assert not await submitter.round()  # no room: nothing claimed, nothing created
     assert (await counts())["queued"] == 5
     assert sb.engine.stats_json()["tasks_created"] == 3
@@ -177,7 +168,7 @@ async def test_no_task_is_created_while_masks_wait_to_be_downloaded(sandbox: Any
     async def three_stored() -> bool:
         return (await counts()).get(State.SUCCEEDED.value, 0) == 3
 
-    await until(three_stored, 10, "3 masks stored")
+    await wait_until(three_stored, 10, "3 masks stored")
     await submitter.round()
     assert (await counts())["queued"] == 2  # room again: the next 3 go out
     await submitter.stop()
