@@ -12,7 +12,8 @@ from typing import Any
 
 from service.artifacts import LocalArtifactStore
 from service.states import Event, State, transition
-from service.store.base import EventRow, Store
+from service.store import Store
+from service.store.jobs import EventRow
 
 ACK_SKEW_S = 0.05
 """Clock slack when comparing a recorded decision with the sandbox's acknowledgement time (one machine)."""

@@ -10,10 +10,10 @@ import time
 
 import structlog
 
-from service.completion import record
+from service.changes import apply
 from service.context import Services
 from service.states import Event, State, transition
-from service.store.base import Change, DecideFn, JobRow, Outcome, TaskRow
+from service.store.jobs import Change, DecideFn, JobRow, Outcome, TaskRow
 from service.upstream.errors import UpstreamError
 from service.webhook_secrets import MAX_ATTEMPTS_VERIFIED
 
@@ -49,21 +49,7 @@ def retry(now: float) -> DecideFn:
             SOURCE,
             set={
                 "attempt": job.attempt + 1,
-                "task_id": None,
-                "error_code": None,
-                "error_message": None,
                 "not_before": now,
-                "submit_tries": 0,
-                "output_urls": (),
-                "next_check_at": None,
-                "unknown_since": None,
-                "finished_at": None,
-                "lease_owner": None,
-                "lease_until": None,
-                # The previous attempt's times would mislead the workers' schedules for the new one.
-                "submitted_at": None,
-                "completed_at": None,
-                "poll_count": 0,
             },
             detail={"next_attempt": job.attempt + 1},
         )
@@ -88,10 +74,9 @@ def owned_by(tenant: str, decide: DecideFn) -> DecideFn:
 async def cancel_job(services: Services, tenant: str, job_id: str) -> Outcome:
     """Cancel `tenant`'s job durably; raises ActionRefused. The upstream task, if any, is the
     caller's to cancel next (`cancel_upstream`), since that call is slow and only best-effort."""
-    outcome = await services.store.transition(job_id, owned_by(tenant, cancel))
+    outcome = await apply(services, job_id, owned_by(tenant, cancel), source=SOURCE)
     if not outcome.applied:
         raise _refused(outcome, tenant, "not_cancellable")
-    record(services, outcome, SOURCE)
     log.info("job_cancelled", job_id=job_id, task_id=outcome.before.task_id if outcome.before else None)
     return outcome
 
@@ -108,12 +93,11 @@ async def cancel_upstream(services: Services, task_id: str) -> None:
 
 async def retry_job(services: Services, tenant: str, job_id: str) -> Outcome:
     """Queue `tenant`'s failed job for a new attempt; raises ActionRefused."""
-    outcome = await services.store.transition(job_id, owned_by(tenant, retry(time.time())))
+    outcome = await apply(services, job_id, owned_by(tenant, retry(time.time())), source=SOURCE)
     if not outcome.applied:
         before = outcome.before
         limited = before is not None and before.state is State.FAILED and not can_attempt(before.attempt + 1)
         raise _refused(outcome, tenant, "retry_limit" if limited else "not_retryable")
-    record(services, outcome, SOURCE)  # wakes the submitter: the job is queued again
     log.info("job_retried", job_id=job_id, attempt=outcome.after.attempt if outcome.after else None)
     return outcome
 

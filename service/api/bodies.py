@@ -18,7 +18,7 @@ from service.api.errors import ApiError, Problem, invalid
 from service.api.fields import Fields
 from service.http_body import BodyTooLarge, read_limited
 from service.settings import Settings
-from service.store.base import JobInput
+from service.store.jobs import JobInput
 
 MAX_IDEMPOTENCY_KEY = 200
 

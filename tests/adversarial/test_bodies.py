@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from service.states import Event, State
-from service.store.base import Change, TaskUpsert
+from service.store.jobs import Change, TaskUpsert
 from tests.fixtures.api import IMAGE, Answer, Api, running_api
 from tests.fixtures.segflow import Starter
 

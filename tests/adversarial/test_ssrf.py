@@ -37,7 +37,7 @@ from cryptography.x509.oid import NameOID
 
 from service.download import DownloadInvalid, DownloadPolicy, DownloadTransient, download_image
 from service.states import Event
-from service.store.base import Change, TaskUpsert
+from service.store.jobs import Change, TaskUpsert
 from service.urlguard import GuardedResolver, is_public
 from tests.fixtures.api import IMAGE, Api, png, running_api
 from tests.fixtures.segflow import Starter

@@ -24,8 +24,8 @@ from hypothesis import strategies as st
 
 from service.completion import SnapshotPolicy, decide_snapshot
 from service.states import TRANSITIONS, Event, State
-from service.store import open_store_for
-from service.store.base import Change, JobInput, Store, TaskUpsert
+from service.store import Store, open_store_for
+from service.store.jobs import Change, JobInput, TaskUpsert
 from service.upstream.wire import TaskSnapshot, decode_webhook
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "upstream"

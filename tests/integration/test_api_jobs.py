@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from service.states import Event
-from service.store.base import Change
+from service.store.jobs import Change
 from service.wakeup import Topic
 from service.webhook_secrets import MAX_ATTEMPTS_VERIFIED
 from tests.fixtures.api import Api, RecordingWakeup, failed, png, running_api, step, submitted, succeeded

@@ -10,7 +10,7 @@ import pytest
 
 from service.states import State
 from service.store import open_store_for
-from service.store.base import JobInput
+from service.store.jobs import JobInput
 
 
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)

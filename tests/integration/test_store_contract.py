@@ -9,7 +9,7 @@ import pytest
 
 from service.states import Event, State
 from service.store import Store, open_store_for
-from service.store.base import Change, IdempotencyConflict, JobInput, JobRow, TaskRow, TaskUpsert
+from service.store.jobs import Change, IdempotencyConflict, JobInput, JobRow, TaskRow, TaskUpsert
 
 
 @pytest.fixture

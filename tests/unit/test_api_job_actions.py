@@ -10,7 +10,7 @@ from structlog.testing import capture_logs
 
 from service.job_actions import cancel, cancel_upstream, owned_by, retry
 from service.states import Event, State
-from service.store.base import JobRow
+from service.store.jobs import JobRow
 from service.upstream.errors import UpstreamError
 from service.webhook_secrets import MAX_ATTEMPTS_VERIFIED
 from tests.fixtures.rows import job_row

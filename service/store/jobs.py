@@ -1,16 +1,15 @@
-"""The store interface and its records. SQLite and PostgreSQL implement the same `Store`.
+"""The records segflow stores and the store's vocabulary for changing them: jobs, batches,
+tasks, events, artifacts, callbacks, and `Change`/`Outcome`, the in and out of every transition.
 
-Every change to a job goes through `Store.transition`: the store reads the job (and the upstream
-task a snapshot names) inside its write transaction, asks a pure `decide` function what to change,
-and writes the change as a compare-and-set together with its event-log row. A webhook, a poll and
-another replica racing on one job therefore cannot both win.
+Each `Event` declares the job columns it resets (`RESETS`), so callers say only what is new.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from service.states import Event, State
 
@@ -66,23 +65,60 @@ class JobRow:
 
 
 JOB_COLUMNS: tuple[str, ...] = tuple(JobRow.__dataclass_fields__)
-"""Column order of the jobs table as read by both stores."""
+FIXED_COLUMNS = frozenset(
+    {"id", "batch_id", "tenant", "seq", "image", "prompt", "negative_prompt", "segment_factor", "metadata"}
+)
+MUTABLE_COLUMNS: tuple[str, ...] = tuple(
+    c for c in JOB_COLUMNS if c not in FIXED_COLUMNS and c not in ("state", "created_at", "updated_at")
+)
+"""Columns a `Change` may set, in the order of the `update_job` statement; state and updated_at
+are the store's own."""
 
-MUTABLE_COLUMNS = frozenset(JOB_COLUMNS) - {
-    "id",
-    "batch_id",
-    "tenant",
-    "seq",
-    "image",
-    "prompt",
-    "negative_prompt",
-    "segment_factor",
-    "metadata",
-    "state",
-    "created_at",
-    "updated_at",
+_LEASE: Mapping[str, Any] = {"lease_owner": None, "lease_until": None}
+_ENDED: Mapping[str, Any] = {**_LEASE, "next_check_at": None}
+RESETS: Mapping[Event, Mapping[str, Any]] = {
+    Event.CLAIM: {},
+    Event.CREATED: {**_LEASE, "unknown_since": None},
+    Event.PROGRESS: {**_LEASE, "unknown_since": None},
+    Event.RETRY_LATER: _LEASE,
+    Event.AMBIGUOUS: _LEASE,
+    Event.LEASE_EXPIRED: _LEASE,
+    Event.ADOPTION_WINDOW_PASSED: {"task_id": None, "next_check_at": None, "unknown_since": None},
+    # lease_until 0.0, not NULL: the job is due for the fetcher's claim (`lease_until < now`) at once.
+    Event.COMPLETED: {"lease_owner": None, "lease_until": 0.0, "next_check_at": None, "unknown_since": None},
+    Event.FAILED_RETRYABLE: {**_LEASE, "task_id": None, "next_check_at": None, "unknown_since": None},
+    Event.RETRY: {
+        **_LEASE,
+        "task_id": None,
+        "error_code": None,
+        "error_message": None,
+        "submit_tries": 0,
+        "output_urls": (),
+        "next_check_at": None,
+        "unknown_since": None,
+        "finished_at": None,
+        # The previous attempt's times would mislead the workers' schedules for the new one.
+        "submitted_at": None,
+        "completed_at": None,
+        "poll_count": 0,
+    },
+    **dict.fromkeys(
+        (
+            Event.REJECTED,
+            Event.ATTEMPTS_EXHAUSTED,
+            Event.FAILED_FINAL,
+            Event.STORED,
+            Event.OUTPUT_GONE,
+            Event.CANCEL,
+            Event.EXPIRE,
+        ),
+        _ENDED,
+    ),
 }
-"""Columns a `Change` may set; state and updated_at are the store's own."""
+"""What each event clears (the caller's own `set` wins over a reset). Events into an end state
+end the lease and the poll schedule; the store also stamps `finished_at` on them."""
+
+# `Change` below merges these, so a caller names only what its change makes new.
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +195,8 @@ class Change:
     """What a `decide` function wants done to one job, applied atomically.
 
     `event` None means the state stays (columns still change); the event log gets a row only when
-    the state changes or `note` is given.
+    the state changes or `note` is given. `set` holds what the caller sets over what the event
+    resets (`RESETS`).
     """
 
     event: Event | None
@@ -170,6 +207,10 @@ class Change:
     detail: Mapping[str, Any] | None = None
     note: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.event is not None and RESETS[self.event]:
+            object.__setattr__(self, "set", {**RESETS[self.event], **self.set})
+
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
@@ -178,11 +219,14 @@ class Outcome:
     before: JobRow | None
     after: JobRow | None
     applied: bool
-    result: Any = None
 
     @property
     def state_changed(self) -> bool:
         return bool(self.applied and self.before and self.after and self.before.state != self.after.state)
+
+
+DecideFn = Callable[[JobRow | None, TaskRow | None], Change | None]
+"""Given the job (and the task a snapshot names) as read inside the write transaction: what to change."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,14 +242,25 @@ class SubscriptionRow:
 
 
 @dataclass(frozen=True, slots=True)
-class OutboxRow:
+class OutboxEvent:
+    """One event for clients, written in the transaction of the change that causes it."""
+
     id: str
     tenant: str
     type: str
     batch_id: str
     job_id: str | None
-    payload: str
+    payload: str  # the exact JSON body every delivery of this event sends
     created_at: float
+
+
+class DeliveryState(enum.StrEnum):
+    #: Due at `next_at` (again, after a failed attempt).
+    PENDING = "pending"
+    #: The endpoint answered 2xx.
+    DELIVERED = "delivered"
+    #: Out of retries, refused by the URL policy, or its subscription is disabled.
+    DEAD = "dead"
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,7 +273,7 @@ class DeliveryRow:
     url: str
     signer: str
     asymmetric: bool
-    state: str  # pending | delivered | dead
+    state: DeliveryState
     attempts: int
     next_at: float
     last_status: int | None
@@ -253,84 +308,3 @@ class AttemptResult:
     error: str | None
     outcome: str  # delivered | retry | dead | gone (410: the subscription is disabled)
     next_at: float | None = None
-
-
-class Decision(Protocol):
-    def __call__(self, job: JobRow | None, task: TaskRow | None, /) -> Change | None: ...
-
-
-class Store(Protocol):
-    """Everything segflow reads and writes. Implementations: SqliteStore, PostgresStore."""
-
-    async def open(self) -> None: ...
-    async def close(self) -> None: ...
-    async def ping(self) -> None: ...
-
-    # API keys
-    async def add_api_key(self, tenant: str, key_hash: str, label: str) -> None: ...
-    async def tenant_for_key(self, key_hash: str) -> str | None: ...
-
-    # batches
-    async def create_batch(
-        self,
-        tenant: str,
-        items: Sequence[JobInput],
-        *,
-        callback_url: str | None,
-        idempotency_key: str | None,
-        request_hash: str,
-        now: float,
-    ) -> tuple[BatchRow, list[JobRow], bool]: ...
-    async def get_batch(self, batch_id: str) -> BatchRow | None: ...
-    async def batch_summary(self, batch_id: str) -> BatchSummary | None: ...
-    async def list_batch_jobs(
-        self, batch_id: str, *, state: State | None, after_seq: int, limit: int
-    ) -> list[JobRow]: ...
-    async def list_batches(self, tenant: str, *, before: tuple[float, str] | None, limit: int) -> list[BatchSummary]:
-        """The tenant's batches with their progress, newest first, older than `before`
-        (created_at, id) when given."""
-        ...
-
-    # jobs
-    async def get_job(self, job_id: str) -> JobRow | None: ...
-    async def job_tasks(self, job_id: str) -> list[TaskRow]: ...
-    async def job_events(self, job_id: str) -> list[EventRow]: ...
-    async def job_artifacts(self, job_id: str) -> list[ArtifactRow]: ...
-    async def transition(self, job_id: str, decide: Decision, *, task_id: str | None = None) -> Outcome: ...
-
-    # work claims
-    async def claim_queued(
-        self, owner: str, *, now: float, limit: int, max_in_flight: int, lease_s: float, max_fetch_backlog: int = 0
-    ) -> list[JobRow]:
-        """Move up to `limit` queued jobs to `submitting`, leased to `owner`: none while
-        `max_in_flight` jobs may have a task alive upstream, or while `max_fetch_backlog` jobs wait
-        for their mask (0: no such limit)."""
-        ...
-
-    async def claim_fetching(self, owner: str, *, now: float, limit: int, lease_s: float) -> list[JobRow]: ...
-    async def claim_due(self, *, now: float, limit: int, hold_s: float) -> list[JobRow]: ...
-    async def stale_leases(self, *, now: float, limit: int) -> list[JobRow]: ...
-    async def aged_jobs(self, *, cutoff: float, limit: int) -> list[JobRow]: ...
-
-    # figures
-    async def job_counts(self) -> Mapping[str, int]: ...
-    async def flow_counts(self) -> Mapping[str, int]: ...
-
-    # callbacks: subscriptions, the outbox and its deliveries
-    async def add_subscription(self, sub: SubscriptionRow) -> None: ...
-    async def list_subscriptions(self, tenant: str) -> list[SubscriptionRow]: ...
-    async def get_subscription(self, sub_id: str) -> SubscriptionRow | None: ...
-    async def delete_subscription(self, tenant: str, sub_id: str) -> bool: ...
-    async def list_events(self, tenant: str, *, since: float, limit: int) -> list[OutboxRow]: ...
-    async def get_event(self, event_id: str) -> OutboxRow | None: ...
-    async def event_deliveries(self, event_id: str) -> list[tuple[DeliveryRow, list[DeliveryAttemptRow]]]: ...
-    async def claim_deliveries(
-        self, owner: str, *, now: float, limit: int, lease_s: float, per_endpoint: int
-    ) -> list[ClaimedDelivery]: ...
-    async def finish_attempt(self, delivery: DeliveryRow, result: AttemptResult, *, now: float) -> None: ...
-    async def replay_event(self, event_id: str, *, now: float) -> int: ...
-    async def replay_subscription(self, sub_id: str, *, since: float, now: float) -> int: ...
-    async def dead_deliveries(self, tenant: str, *, limit: int) -> list[DeliveryRow]: ...
-
-
-DecideFn = Callable[[JobRow | None, TaskRow | None], Change | None]
