@@ -10,8 +10,8 @@ from typing import Any
 
 import orjson
 
+from service.jobs import ArtifactRow, JobRow, OutboxEvent
 from service.states import State
-from service.store.jobs import ArtifactRow, JobRow, OutboxEvent
 
 JOB_EVENT_TYPES: Mapping[State, str] = {
     State.SUCCEEDED: "job.succeeded",

@@ -4,7 +4,7 @@ commit, wakes the workers the change gives work to) and counts it in the metrics
 from __future__ import annotations
 
 from service.context import Services
-from service.store.jobs import DecideFn, Outcome
+from service.jobs import DecideFn, Outcome
 
 
 async def apply(

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from service.backoff import Backoff
 from service.changes import apply
 from service.context import Services
+from service.jobs import Change, DecideFn, JobRow, Outcome, TaskRow, TaskUpsert
 from service.states import IN_FLIGHT, Event, State
-from service.store.jobs import Change, DecideFn, JobRow, Outcome, TaskRow, TaskUpsert
 from service.upstream.wire import TaskSnapshot, TaskStatus
 
 

@@ -18,9 +18,9 @@ from service.download import (
     DownloadPolicy,
     download_image,
 )
+from service.jobs import ArtifactRow, Change, JobRow, TaskRow
 from service.pricing import price_usd
 from service.states import Event, State
-from service.store.jobs import ArtifactRow, Change, JobRow, TaskRow
 from service.upstream.errors import UpstreamError
 from service.upstream.wire import TaskStatus
 from service.urlguard import GuardedSession

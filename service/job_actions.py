@@ -12,8 +12,8 @@ import structlog
 
 from service.changes import apply
 from service.context import Services
+from service.jobs import Change, DecideFn, JobRow, Outcome, TaskRow
 from service.states import Event, State, transition
-from service.store.jobs import Change, DecideFn, JobRow, Outcome, TaskRow
 from service.upstream.errors import UpstreamError
 from service.webhook_secrets import MAX_ATTEMPTS_VERIFIED
 

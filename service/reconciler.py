@@ -14,8 +14,8 @@ from service.backoff import Backoff
 from service.changes import apply
 from service.completion import apply_snapshot
 from service.context import Services
+from service.jobs import Change, JobRow, TaskRow
 from service.states import Event, State
-from service.store.jobs import Change, JobRow, TaskRow
 from service.upstream.errors import UpstreamError, UpstreamNotFound
 from service.wakeup import Topic
 from service.worker_base import Worker

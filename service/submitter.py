@@ -10,9 +10,9 @@ from service.backoff import Backoff
 from service.changes import apply
 from service.context import Services
 from service.job_actions import cancel_upstream
+from service.jobs import Change, DecideFn, JobRow, TaskRow, TaskUpsert
 from service.ratelimit import TokenBucket
 from service.states import Event, State
-from service.store.jobs import Change, DecideFn, JobRow, TaskRow, TaskUpsert
 from service.upstream.errors import (
     UpstreamAmbiguous,
     UpstreamError,

@@ -13,7 +13,8 @@ from service.api.endpoint import Call
 from service.api.errors import ApiError, not_found
 from service.api.listing import encode_batch_cursor, encode_cursor, parse_batch_listing, parse_listing
 from service.api.responses import json_response
-from service.store.jobs import BatchRow, IdempotencyConflict
+from service.jobs import BatchRow
+from service.store import IdempotencyConflict
 
 log = structlog.get_logger("segflow.api")
 

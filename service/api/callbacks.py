@@ -16,7 +16,7 @@ from service.api.errors import ApiError, Problem, invalid, not_found
 from service.api.fields import url_problem
 from service.api.responses import json_response
 from service.callback_events import EVENT_TYPES, rfc3339
-from service.store.jobs import DeliveryAttemptRow, DeliveryRow, OutboxEvent, SubscriptionRow
+from service.jobs import DeliveryAttemptRow, DeliveryRow, OutboxEvent, SubscriptionRow
 from service.wakeup import Topic
 
 _SUBSCRIPTION_FIELDS = frozenset({"url", "event_types", "ed25519"})

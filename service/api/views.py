@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from service.callback_events import rfc3339
+from service.jobs import ArtifactRow, BatchRow, BatchSummary, EventRow, JobRow, TaskRow
 from service.states import State
-from service.store.jobs import ArtifactRow, BatchRow, BatchSummary, EventRow, JobRow, TaskRow
 
 
 def mask_url(job_id: str, idx: int = 0) -> str:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from service.store.jobs import IdempotencyConflict, StoreError
-from service.store.store import Store
+from service.store.store import IdempotencyConflict, Store, StoreError
 
 __all__ = ["IdempotencyConflict", "Store", "StoreError", "open_store_for"]
 

@@ -34,6 +34,12 @@ def queries(dialect: str) -> Mapping[str, str]:
     return found
 
 
+def migrations(dialect: str) -> list[tuple[int, str]]:
+    """(version, script) of every `migrations/<dialect>/NNNN_name.sql`, oldest first."""
+    folder = resources.files(__package__).joinpath("migrations", dialect)
+    return sorted((int(f.name.split("_", 1)[0]), f.read_text()) for f in folder.iterdir() if f.name.endswith(".sql"))
+
+
 class Conn(Protocol):
     """One connection, inside a transaction when it came from `Driver.writing`."""
 

@@ -11,9 +11,7 @@ from typing import Any, TypeVar
 import orjson
 
 from service.callback_events import job_event
-from service.states import State, transition
-from service.store.driver import Row
-from service.store.jobs import (
+from service.jobs import (
     JOB_COLUMNS,
     MUTABLE_COLUMNS,
     BatchRow,
@@ -29,6 +27,8 @@ from service.store.jobs import (
     SubscriptionRow,
     TaskRow,
 )
+from service.states import State, transition
+from service.store.driver import Row
 
 R = TypeVar("R")
 _STATES = {s.value: s for s in State}
@@ -44,12 +44,16 @@ def record(cls: type[R], row: Row) -> R:
     return cls(**{f: row[f] for f in cls.__dataclass_fields__})  # type: ignore[attr-defined]
 
 
-def job(row: Row) -> JobRow:
+def _fields(row: Row) -> dict[str, Any]:
     values = {c: row[c] for c in JOB_COLUMNS}
     values["metadata"] = _loads(values["metadata"])
     values["state"] = _STATES[values["state"]]
     values["output_urls"] = tuple(_loads(values["output_urls"]) or ())
-    return JobRow(**values)
+    return values
+
+
+def job(row: Row) -> JobRow:
+    return JobRow(**_fields(row))
 
 
 def task(row: Row) -> TaskRow:
@@ -96,28 +100,15 @@ def params(obj: Any) -> tuple[Any, ...]:
 
 def new_job(job_id: str, b: BatchRow, seq: int, item: JobInput, now: float) -> tuple[Any, ...]:
     metadata = orjson.dumps(dict(item.metadata)).decode() if item.metadata is not None else None
-    return (
-        job_id,
-        b.id,
-        b.tenant,
-        seq,
-        item.image,
-        item.prompt,
-        item.negative_prompt,
-        item.segment_factor,
-        metadata,
-        now,
-    )
+    return (job_id, b.id, b.tenant, seq, *params(item)[:4], metadata, now)
 
 
 def outbox(e: OutboxEvent) -> tuple[Any, ...]:
     return (e.id, e.tenant, e.type, e.batch_id, e.job_id, e.payload, e.created_at)
 
 
-def _encode(job: JobRow) -> list[Any]:
-    values = [getattr(job, c) for c in MUTABLE_COLUMNS]
-    values[MUTABLE_COLUMNS.index("output_urls")] = orjson.dumps(list(job.output_urls)).decode()
-    return values
+_SLOT = {c: i for i, c in enumerate(MUTABLE_COLUMNS)}
+_URLS = _SLOT["output_urls"]
 
 
 @dataclass
@@ -128,32 +119,29 @@ class GroupPlan:
     now: float
     results: list[tuple[bool, Any]] = field(default_factory=list)
     changed: dict[str, JobRow] = field(default_factory=dict)
-    read_states: dict[str, State] = field(default_factory=dict)
+    updates: dict[str, list[Any]] = field(default_factory=dict)  # job id: `update_job` parameters
+    entered: set[State] = field(default_factory=set)  # the states some job of the group moved into
     tasks: list[tuple[Any, ...]] = field(default_factory=list)
     events: list[tuple[Any, ...]] = field(default_factory=list)
     artifacts: list[tuple[Any, ...]] = field(default_factory=list)
     outbox: list[OutboxEvent] = field(default_factory=list)
 
-    def job_rows(self) -> list[list[Any]]:
-        """Parameters of `update_job`, one row per changed job."""
-        return [
-            [j.state.value, j.updated_at, *_encode(j), i, self.read_states[i].value] for i, j in self.changed.items()
-        ]
-
-    def entered(self) -> set[State]:
-        """The states some job of the group moved into."""
-        return {j.state for i, j in self.changed.items() if j.state is not self.read_states[i]}
-
 
 def plan_group(
     group: Iterable[tuple[str, DecideFn, str | None]],
-    jobs: dict[str, JobRow],
+    found: Iterable[Row],
     tasks: Mapping[str, TaskRow],
     now: float,
 ) -> GroupPlan:
-    """Run each (job_id, decide, task_id) in order; `jobs` holds the rows read for the group and is
-    updated in place as decisions apply, as are the group's tasks."""
-    gp = GroupPlan(now, read_states={i: j.state for i, j in jobs.items()})
+    """Run each (job_id, decide, task_id) in order against the `found` job rows, each decision
+    seeing what the earlier ones changed (jobs and tasks alike)."""
+    gp = GroupPlan(now)
+    values: dict[str, dict[str, Any]] = {}
+    jobs: dict[str, JobRow] = {}
+    for r in found:  # each job kept as its fields, its record, and its row as stored
+        v = values[r["id"]] = _fields(r)
+        jobs[v["id"]] = JobRow(**v)
+        gp.updates[v["id"]] = ["", now, *(r[c] for c in MUTABLE_COLUMNS), v["id"], r["state"]]
     known = dict(tasks)
     for job_id, decide, task_id in group:
         current = jobs.get(job_id)
@@ -162,31 +150,42 @@ def plan_group(
         except Exception as exc:  # noqa: BLE001 - the error belongs to that transition's caller
             gp.results.append((False, exc))
             continue
-        if current is None or change is None:
+        to_state = None
+        if current is not None and change is not None:
+            to_state = current.state if change.event is None else transition(current.state, change.event)
+        if current is None or change is None or to_state is None:
             gp.results.append((True, Outcome(current, current, False)))
             continue
-        to_state = current.state if change.event is None else transition(current.state, change.event)
-        if to_state is None:
-            gp.results.append((True, Outcome(current, current, False)))
-            continue
-        cols = dict(change.set)
+        cols = change.set
         if not cols.keys() <= _MUTABLE:
             raise ValueError(f"not a mutable job column: {sorted(cols.keys() - _MUTABLE)}")
-        if to_state.is_terminal and to_state is not current.state:
-            cols.setdefault("finished_at", now)
+        moved = to_state is not current.state
+        if moved and to_state.is_terminal and "finished_at" not in cols:
+            cols = {**cols, "finished_at": now}
+        v = values[job_id]
+        v.update(cols, state=to_state, updated_at=now)
+        update = gp.updates[job_id]
+        for c, value in cols.items():
+            update[2 + _SLOT[c]] = value
         if "output_urls" in cols:
-            cols["output_urls"] = tuple(cols["output_urls"])
-        after = dataclasses.replace(current, state=to_state, updated_at=now, **cols)
-        jobs[job_id] = gp.changed[job_id] = after
+            v["output_urls"] = tuple(cols["output_urls"])
+            update[2 + _URLS] = orjson.dumps(list(cols["output_urls"])).decode()
+        update[0] = to_state.value
+        after = jobs[job_id] = gp.changed[job_id] = JobRow(**v)
         if (t := change.task) is not None:
             gp.tasks.append((t.task_id, job_id, t.attempt, t.origin, t.status, now, now))
             known[t.task_id] = TaskRow(t.task_id, job_id, t.attempt, t.origin, t.status, now, now)
-        gp.artifacts.extend(params(a) for a in change.artifacts)
-        if to_state is not current.state or change.note:
+        if change.artifacts:
+            gp.artifacts.extend(params(a) for a in change.artifacts)
+        if moved or change.note:
             name = change.event.value if change.event is not None else str(change.note)
-            detail = orjson.dumps(dict(change.detail)).decode() if change.detail else None
+            detail = orjson.dumps(change.detail).decode() if change.detail else None
             gp.events.append((job_id, now, name, current.state.value, to_state.value, change.source, detail))
-            if to_state is not current.state and (e := job_event(after, change.artifacts, now)) is not None:
+        if moved:
+            gp.entered.add(to_state)
+            if to_state.is_terminal and (e := job_event(after, change.artifacts, now)) is not None:
                 gp.outbox.append(e)
         gp.results.append((True, Outcome(current, after, True)))
+    for unchanged in gp.updates.keys() - gp.changed.keys():
+        del gp.updates[unchanged]
     return gp

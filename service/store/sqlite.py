@@ -63,7 +63,7 @@ class SqliteConn:
         return await self.call(lambda c: c.execute(sql, params).rowcount)
 
     async def executemany(self, name: str, args: Iterable[Sequence[Any]]) -> None:
-        sql, params = SQL[name], [_params(a) for a in args]
+        sql, params = SQL[name], list(args)  # rows of scalars: no IN lists here
         if params:
             await self.call(lambda c: c.executemany(sql, params))
 

@@ -28,10 +28,7 @@ from typing import Any, TypeVar
 import orjson
 
 from service.callback_events import batch_completed_event
-from service.states import Event, State
-from service.store import rows
-from service.store.driver import Conn, Driver
-from service.store.jobs import (
+from service.jobs import (
     ArtifactRow,
     AttemptResult,
     BatchRow,
@@ -43,23 +40,25 @@ from service.store.jobs import (
     DeliveryRow,
     DeliveryState,
     EventRow,
-    IdempotencyConflict,
     JobInput,
     JobRow,
     OutboxEvent,
     Outcome,
-    StoreError,
     SubscriptionRow,
     TaskRow,
 )
-from service.store.migrations import migration_files
+from service.states import Event, State
+from service.store import rows
+from service.store.driver import Conn, Driver, Row, migrations
 from service.wakeup import Topic
 
 T = TypeVar("T")
+R = TypeVar("R")
 Op = Callable[[Conn], Awaitable[Any]]
 # A queued write: (job_id, decide, task_id, future) for a transition, (None, op, None, future) else.
 Pending = tuple[str | None, Any, str | None, "asyncio.Future[Any]"]
 _TOPICS = {t.value: t for t in Topic}
+_DELIVERY_STATES = {"delivered": DeliveryState.DELIVERED, "retry": DeliveryState.PENDING}
 
 
 def _wakes(state: State) -> Topic | None:
@@ -68,6 +67,14 @@ def _wakes(state: State) -> Topic | None:
     if state is State.FETCHING:
         return Topic.FETCH
     return Topic.DELIVER if state.is_terminal else None  # its event is in the outbox
+
+
+class StoreError(Exception):
+    """The store cannot make a write durable right now (the caller answers 503 and retries)."""
+
+
+class IdempotencyConflict(Exception):
+    """An Idempotency-Key was reused with a different request body."""
 
 
 class _Isolate(Exception):
@@ -92,7 +99,7 @@ class Store:
     async def open(self) -> None:
         try:
             await self.driver.open()
-            await self.driver.migrate(migration_files(self.driver.dialect))
+            await self.driver.migrate(migrations(self.driver.dialect))
         except Exception as exc:
             if self.driver.unavailable(exc):
                 raise StoreError(f"cannot reach the database: {type(exc).__name__}") from None
@@ -220,10 +227,10 @@ class Store:
 
     async def _transitions(self, tx: Conn, items: Sequence[Pending]) -> list[tuple[bool, Any]]:
         ids = sorted({job_id for job_id, *_ in items if job_id is not None})
-        jobs = {r["id"]: rows.job(r) for r in await tx.fetch("lock_jobs", ids)}
+        found = await tx.fetch("lock_jobs", ids)
         task_ids = sorted({t for _, _, t, _ in items if t})
         tasks = {r["task_id"]: rows.task(r) for r in await tx.fetch("select_tasks", task_ids)} if task_ids else {}
-        gp = rows.plan_group([(j, d, t) for j, d, t, _ in items if j is not None], jobs, tasks, time.time())
+        gp = rows.plan_group([(j, d, t) for j, d, t, _ in items if j is not None], found, tasks, time.time())
         await self._save(tx, gp)
         return gp.results
 
@@ -231,16 +238,15 @@ class Store:
         self, tx: Conn, query: str, args: Sequence[Any], change: Callable[[JobRow], Change]
     ) -> list[JobRow]:
         """Claim the jobs `query` finds (locked, on PostgreSQL) through the transition path."""
-        found = {r["id"]: rows.job(r) for r in await tx.fetch(query, *args)}
-        group = [(i, (lambda job, _t: change(job) if job else None), None) for i in found]
+        found = await tx.fetch(query, *args)
+        group = [(r["id"], (lambda job, _t: change(job) if job else None), None) for r in found]
         gp = rows.plan_group(group, found, {}, args[0])
         await self._save(tx, gp)
         return list(gp.changed.values())
 
     async def _save(self, tx: Conn, gp: rows.GroupPlan) -> None:
         """Write a planned group: jobs, tasks, events, artifacts, and the outbox of its end states."""
-        if gp.changed:
-            await tx.executemany("update_job", gp.job_rows())
+        await tx.executemany("update_job", gp.updates.values())
         await tx.executemany("upsert_task", gp.tasks)
         await tx.executemany("insert_event", gp.events)
         await tx.executemany("insert_artifact", gp.artifacts)
@@ -253,11 +259,18 @@ class Store:
                 if await self._count(tx, "live_in_batch", batch_id) == 0:
                     counts, spend = rows.counts(await tx.fetch("batches_counts", [batch_id]))[batch_id]
                     await self._emit(tx, batch_completed_event(tenant, batch_id, counts, spend, gp.now))
-        self._topics.update(t for s in gp.entered() if (t := _wakes(s)) is not None)
+        self._topics.update(t for s in gp.entered if (t := _wakes(s)) is not None)
 
     async def _emit(self, tx: Conn, event: OutboxEvent) -> None:
         if await tx.execute("insert_outbox", *rows.outbox(event)):
             await tx.execute("fan_out", event.id, event.created_at, event.batch_id, event.tenant, event.type)
+
+    async def _all(self, decode: Callable[[Row], R], query: str, *args: Any) -> list[R]:
+        return [decode(r) for r in await self._read(lambda c: c.fetch(query, *args))]
+
+    async def _one(self, decode: Callable[[Row], R], query: str, *args: Any) -> R | None:
+        row = await self._read(lambda c: c.fetchrow(query, *args))
+        return decode(row) if row is not None else None
 
     @staticmethod
     async def _count(c: Conn, query: str, *args: Any) -> int:
@@ -271,8 +284,7 @@ class Store:
         await self._write(lambda c: c.execute("insert_key", key_hash, tenant, label, time.time()))
 
     async def tenant_for_key(self, key_hash: str) -> str | None:
-        row = await self._read(lambda c: c.fetchrow("select_key", key_hash))
-        return str(row["tenant"]) if row else None
+        return await self._one(lambda r: str(r["tenant"]), "select_key", key_hash)
 
     # batches -------------------------------------------------------------------------------
 
@@ -316,8 +328,7 @@ class Store:
             return hit
 
     async def get_batch(self, batch_id: str) -> BatchRow | None:
-        row = await self._read(lambda c: c.fetchrow("select_batch", batch_id))
-        return rows.record(BatchRow, row) if row else None
+        return await self._one(partial(rows.record, BatchRow), "select_batch", batch_id)
 
     async def batch_summary(self, batch_id: str) -> BatchSummary | None:
         async def fn(c: Conn) -> BatchSummary | None:
@@ -330,10 +341,8 @@ class Store:
 
     async def list_batch_jobs(self, batch_id: str, *, state: State | None, after_seq: int, limit: int) -> list[JobRow]:
         if state is None:
-            found = await self._read(lambda c: c.fetch("batch_jobs", batch_id, after_seq, limit))
-        else:
-            found = await self._read(lambda c: c.fetch("batch_jobs_in_state", batch_id, after_seq, limit, state.value))
-        return [rows.job(r) for r in found]
+            return await self._all(rows.job, "batch_jobs", batch_id, after_seq, limit)
+        return await self._all(rows.job, "batch_jobs_in_state", batch_id, after_seq, limit, state.value)
 
     async def list_batches(self, tenant: str, *, before: tuple[float, str] | None, limit: int) -> list[BatchSummary]:
         """The tenant's batches with their progress, newest first, older than `before`
@@ -352,17 +361,16 @@ class Store:
     # jobs ----------------------------------------------------------------------------------
 
     async def get_job(self, job_id: str) -> JobRow | None:
-        row = await self._read(lambda c: c.fetchrow("select_job", job_id))
-        return rows.job(row) if row else None
+        return await self._one(rows.job, "select_job", job_id)
 
     async def job_tasks(self, job_id: str) -> list[TaskRow]:
-        return [rows.task(r) for r in await self._read(lambda c: c.fetch("job_tasks", job_id))]
+        return await self._all(rows.task, "job_tasks", job_id)
 
     async def job_events(self, job_id: str) -> list[EventRow]:
-        return [rows.event(r) for r in await self._read(lambda c: c.fetch("job_events", job_id))]
+        return await self._all(rows.event, "job_events", job_id)
 
     async def job_artifacts(self, job_id: str) -> list[ArtifactRow]:
-        return [rows.record(ArtifactRow, r) for r in await self._read(lambda c: c.fetch("job_artifacts", job_id))]
+        return await self._all(partial(rows.record, ArtifactRow), "job_artifacts", job_id)
 
     # work claims ---------------------------------------------------------------------------
 
@@ -381,12 +389,10 @@ class Store:
                 room = min(room, max_fetch_backlog - await self._count(c, "count_fetching"))
             if room <= 0:
                 return []
-            return await self._claim(
-                c,
-                "claim_queued",
-                (now, room),
-                lambda j: Change(Event.CLAIM, "submitter", lease, detail={"attempt": j.attempt}),
-            )
+            return await self._claim(c, "claim_queued", (now, room), claim_of)
+
+        def claim_of(job: JobRow) -> Change:
+            return Change(Event.CLAIM, "submitter", lease, detail={"attempt": job.attempt})
 
         return await self._write(claim)
 
@@ -399,28 +405,19 @@ class Store:
         return await self._write(lambda c: self._claim(c, "claim_due", (now, limit), lambda _j: hold))
 
     async def stale_leases(self, *, now: float, limit: int) -> list[JobRow]:
-        return [rows.job(r) for r in await self._read(lambda c: c.fetch("stale_leases", now, limit))]
+        return await self._all(rows.job, "stale_leases", now, limit)
 
     async def aged_jobs(self, *, cutoff: float, limit: int) -> list[JobRow]:
-        return [rows.job(r) for r in await self._read(lambda c: c.fetch("aged_jobs", cutoff, limit))]
+        return await self._all(rows.job, "aged_jobs", cutoff, limit)
 
     # figures -------------------------------------------------------------------------------
 
     async def job_counts(self) -> Mapping[str, int]:
-        return {r["state"]: int(r["n"]) for r in await self._read(lambda c: c.fetch("job_counts"))}
+        return dict(await self._all(lambda r: (r["state"], int(r["n"])), "job_counts"))
 
     async def flow_counts(self) -> Mapping[str, int]:
-        row = await self._read(lambda c: c.fetchrow("flow_counts"))
-        assert row is not None  # one row of counts, always
-        n = {k: int(row[k] or 0) for k in ("by_webhook", "by_poll", "adopted", "tasks", "jobs_with_tasks", "ambiguous")}
-        return {
-            "completed_by_webhook": n["by_webhook"],
-            "completed_by_poll": n["by_poll"],
-            "tasks_adopted": n["adopted"],
-            "tasks_created": n["tasks"],
-            "duplicate_tasks": n["tasks"] - n["jobs_with_tasks"],
-            "ambiguous_creates": n["ambiguous"],
-        }
+        counts = await self._one(lambda r: {k: int(r[k] or 0) for k in r.keys()}, "flow_counts")  # noqa: SIM118 - a Record iterates values
+        return counts or {}
 
     # callbacks: subscriptions, the outbox and its deliveries --------------------------------
 
@@ -429,11 +426,10 @@ class Store:
         await self._write(lambda c: c.execute("insert_subscription", *p))
 
     async def list_subscriptions(self, tenant: str) -> list[SubscriptionRow]:
-        return [rows.subscription(r) for r in await self._read(lambda c: c.fetch("tenant_subscriptions", tenant))]
+        return await self._all(rows.subscription, "tenant_subscriptions", tenant)
 
     async def get_subscription(self, sub_id: str) -> SubscriptionRow | None:
-        row = await self._read(lambda c: c.fetchrow("select_subscription", sub_id))
-        return rows.subscription(row) if row else None
+        return await self._one(rows.subscription, "select_subscription", sub_id)
 
     async def delete_subscription(self, tenant: str, sub_id: str) -> bool:
         """Disable (never delete: its deliveries stay visible) and stop its pending deliveries."""
@@ -451,12 +447,10 @@ class Store:
         await c.execute("kill_pending_of_subscription", now, sub_id)
 
     async def list_events(self, tenant: str, *, since: float, limit: int) -> list[OutboxEvent]:
-        found = await self._read(lambda c: c.fetch("tenant_events", tenant, since, limit))
-        return [rows.record(OutboxEvent, r) for r in found]
+        return await self._all(partial(rows.record, OutboxEvent), "tenant_events", tenant, since, limit)
 
     async def get_event(self, event_id: str) -> OutboxEvent | None:
-        row = await self._read(lambda c: c.fetchrow("select_outbox", event_id))
-        return rows.record(OutboxEvent, row) if row else None
+        return await self._one(partial(rows.record, OutboxEvent), "select_outbox", event_id)
 
     async def event_deliveries(self, event_id: str) -> list[tuple[DeliveryRow, list[DeliveryAttemptRow]]]:
         async def fn(c: Conn) -> list[tuple[DeliveryRow, list[DeliveryAttemptRow]]]:
@@ -473,12 +467,10 @@ class Store:
     ) -> list[ClaimedDelivery]:
         async def op(c: Conn) -> list[ClaimedDelivery]:
             await c.execute("lock_deliveries")
-            claimed = [
-                rows.delivery(r)
-                for r in await c.fetch("claim_deliveries", owner, now + lease_s, now, limit, per_endpoint)
-            ]
             out = []
-            for d in claimed:
+            for d in map(
+                rows.delivery, await c.fetch("claim_deliveries", owner, now + lease_s, now, limit, per_endpoint)
+            ):
                 event = await c.fetchrow("select_outbox", d.event_id)
                 assert event is not None  # deliveries reference the outbox
                 out.append(ClaimedDelivery(d, event["payload"], event["tenant"]))
@@ -488,23 +480,12 @@ class Store:
 
     async def finish_attempt(self, delivery: DeliveryRow, result: AttemptResult, *, now: float) -> None:
         n = delivery.attempts + 1
-        state = {"delivered": DeliveryState.DELIVERED, "retry": DeliveryState.PENDING}.get(
-            result.outcome, DeliveryState.DEAD
-        )
-        finished = None if state is DeliveryState.PENDING else now
+        state = _DELIVERY_STATES.get(result.outcome, DeliveryState.DEAD)
+        finished, next_at = (None if state is DeliveryState.PENDING else now), result.next_at or now
 
         async def op(c: Conn) -> None:
             await c.execute("insert_attempt", delivery.id, n, now, result.status, result.duration_ms, result.error)
-            await c.execute(
-                "finish_delivery",
-                n,
-                state.value,
-                result.next_at or now,
-                result.status,
-                result.error,
-                finished,
-                delivery.id,
-            )
+            await c.execute("finish_delivery", n, state, next_at, result.status, result.error, finished, delivery.id)
             if result.outcome == "gone" and delivery.target != "batch":
                 await self._disable(c, delivery.target, "endpoint answered 410 Gone", now)
 
@@ -517,4 +498,4 @@ class Store:
         return await self._write(lambda c: c.execute("replay_subscription", now, sub_id, since))
 
     async def dead_deliveries(self, tenant: str, *, limit: int) -> list[DeliveryRow]:
-        return [rows.delivery(r) for r in await self._read(lambda c: c.fetch("dead_deliveries", tenant, limit))]
+        return await self._all(rows.delivery, "dead_deliveries", tenant, limit)

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from service.jobs import Change
 from service.states import Event
-from service.store.jobs import Change
 from service.wakeup import Topic
 from service.webhook_secrets import MAX_ATTEMPTS_VERIFIED
 from tests.fixtures.api import Api, RecordingWakeup, failed, png, running_api, step, submitted, succeeded

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from service.jobs import Change, JobInput, JobRow, TaskRow
 from service.states import Event, State
-from service.store import Store, open_store_for
-from service.store.jobs import Change, JobInput, JobRow, StoreError, TaskRow
+from service.store import Store, StoreError, open_store_for
 from service.store.sqlite import SqliteConn
 
 

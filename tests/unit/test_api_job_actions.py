@@ -9,8 +9,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from service.job_actions import cancel, cancel_upstream, owned_by, retry
+from service.jobs import JobRow
 from service.states import Event, State
-from service.store.jobs import JobRow
 from service.upstream.errors import UpstreamError
 from service.webhook_secrets import MAX_ATTEMPTS_VERIFIED
 from tests.fixtures.rows import job_row

@@ -121,12 +121,12 @@ SELECT * FROM jobs WHERE state NOT IN ('succeeded', 'failed', 'cancelled', 'expi
 SELECT state, count(*) AS n FROM jobs GROUP BY state;
 
 -- name: flow_counts
-SELECT (SELECT count(*) FROM events WHERE event = 'completed' AND source = 'webhook') AS by_webhook,
-       (SELECT count(*) FROM events WHERE event = 'completed' AND source = 'poll') AS by_poll,
-       (SELECT count(*) FROM tasks WHERE origin = 'adopted') AS adopted,
-       (SELECT count(*) FROM tasks) AS tasks,
-       (SELECT count(DISTINCT job_id) FROM tasks) AS jobs_with_tasks,
-       (SELECT count(*) FROM events WHERE event = 'ambiguous') AS ambiguous;
+SELECT (SELECT count(*) FROM events WHERE event = 'completed' AND source = 'webhook') AS completed_by_webhook,
+       (SELECT count(*) FROM events WHERE event = 'completed' AND source = 'poll') AS completed_by_poll,
+       (SELECT count(*) FROM tasks WHERE origin = 'adopted') AS tasks_adopted,
+       (SELECT count(*) FROM tasks) AS tasks_created,
+       (SELECT count(*) FROM tasks) - (SELECT count(DISTINCT job_id) FROM tasks) AS duplicate_tasks,
+       (SELECT count(*) FROM events WHERE event = 'ambiguous') AS ambiguous_creates;
 
 -- name: insert_key
 INSERT OR REPLACE INTO api_keys (key_hash, tenant, label, created_at) VALUES (?1, ?2, ?3, ?4);

@@ -1,5 +1,6 @@
-"""The records segflow stores and the store's vocabulary for changing them: jobs, batches,
-tasks, events, artifacts, callbacks, and `Change`/`Outcome`, the in and out of every transition.
+"""The records segflow keeps and the vocabulary for changing them: jobs, batches, tasks, events,
+artifacts, callbacks, and `Change`/`Outcome`, the in and out of every transition (`service.store`
+reads and writes them; everything else works with them).
 
 Each `Event` declares the job columns it resets (`RESETS`), so callers say only what is new.
 """
@@ -12,14 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from service.states import Event, State
-
-
-class StoreError(Exception):
-    """The store cannot make a write durable right now (the caller answers 503 and retries)."""
-
-
-class IdempotencyConflict(Exception):
-    """An Idempotency-Key was reused with a different request body."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +67,14 @@ MUTABLE_COLUMNS: tuple[str, ...] = tuple(
 """Columns a `Change` may set, in the order of the `update_job` statement; state and updated_at
 are the store's own."""
 
-_LEASE: Mapping[str, Any] = {"lease_owner": None, "lease_until": None}
-_ENDED: Mapping[str, Any] = {**_LEASE, "next_check_at": None}
+
+def _none(*columns: str) -> Mapping[str, Any]:
+    return dict.fromkeys(columns, None)
+
+
+_LEASE = _none("lease_owner", "lease_until")
+_ENDED = _none("lease_owner", "lease_until", "next_check_at")
+_ATTEMPT = _none("task_id", "next_check_at", "unknown_since")  # a new attempt starts clean
 RESETS: Mapping[Event, Mapping[str, Any]] = {
     Event.CLAIM: {},
     Event.CREATED: {**_LEASE, "unknown_since": None},
@@ -83,42 +82,23 @@ RESETS: Mapping[Event, Mapping[str, Any]] = {
     Event.RETRY_LATER: _LEASE,
     Event.AMBIGUOUS: _LEASE,
     Event.LEASE_EXPIRED: _LEASE,
-    Event.ADOPTION_WINDOW_PASSED: {"task_id": None, "next_check_at": None, "unknown_since": None},
+    Event.ADOPTION_WINDOW_PASSED: _ATTEMPT,
     # lease_until 0.0, not NULL: the job is due for the fetcher's claim (`lease_until < now`) at once.
-    Event.COMPLETED: {"lease_owner": None, "lease_until": 0.0, "next_check_at": None, "unknown_since": None},
-    Event.FAILED_RETRYABLE: {**_LEASE, "task_id": None, "next_check_at": None, "unknown_since": None},
+    Event.COMPLETED: {**_none("lease_owner", "next_check_at", "unknown_since"), "lease_until": 0.0},
+    Event.FAILED_RETRYABLE: {**_LEASE, **_ATTEMPT},
+    # The previous attempt's traces and times would mislead the workers' schedules for the new one.
     Event.RETRY: {
         **_LEASE,
-        "task_id": None,
-        "error_code": None,
-        "error_message": None,
-        "submit_tries": 0,
-        "output_urls": (),
-        "next_check_at": None,
-        "unknown_since": None,
-        "finished_at": None,
-        # The previous attempt's times would mislead the workers' schedules for the new one.
-        "submitted_at": None,
-        "completed_at": None,
-        "poll_count": 0,
+        **_ATTEMPT,
+        **_none("error_code", "error_message", "finished_at", "submitted_at", "completed_at"),
+        **{"submit_tries": 0, "output_urls": (), "poll_count": 0},
     },
-    **dict.fromkeys(
-        (
-            Event.REJECTED,
-            Event.ATTEMPTS_EXHAUSTED,
-            Event.FAILED_FINAL,
-            Event.STORED,
-            Event.OUTPUT_GONE,
-            Event.CANCEL,
-            Event.EXPIRE,
-        ),
-        _ENDED,
-    ),
+    **{e: _ENDED for e in (Event.REJECTED, Event.ATTEMPTS_EXHAUSTED, Event.FAILED_FINAL, Event.STORED)},
+    **{e: _ENDED for e in (Event.OUTPUT_GONE, Event.CANCEL, Event.EXPIRE)},
 }
-"""What each event clears (the caller's own `set` wins over a reset). Events into an end state
-end the lease and the poll schedule; the store also stamps `finished_at` on them."""
-
-# `Change` below merges these, so a caller names only what its change makes new.
+"""What each event clears; `Change` merges it under the caller's own `set`, so a caller names only
+what its change makes new. Events into an end state end the lease and the poll schedule (and the
+store stamps `finished_at`)."""
 
 
 @dataclass(frozen=True, slots=True)
