@@ -7,7 +7,7 @@ import asyncio
 import time
 
 from service.backoff import Backoff
-from service.completion import record
+from service.completion import policy_of, record
 from service.context import Services
 from service.ratelimit import TokenBucket
 from service.states import Event, State
@@ -96,7 +96,7 @@ class Submitter(Worker):
                 await self._cancel_upstream(snap.task_id)
 
     def _created(self, claimed: JobRow, snap: TaskSnapshot) -> DecideFn:
-        poll_after = self.services.settings.poll_after_s
+        poll_after = policy_of(self.services).next_poll_s(snap.status)
 
         def decide(job: JobRow | None, task: TaskRow | None) -> Change | None:
             if job is None or job.attempt != claimed.attempt:
@@ -181,9 +181,11 @@ class Submitter(Worker):
 
     async def _cancel_upstream(self, task_id: str) -> None:
         try:
-            await self.services.upstream.cancel_task(task_id)
+            answer = await self.services.upstream.cancel_task(task_id)
         except UpstreamError as exc:
             self.log.info("cancel_failed", task_id=task_id, error=str(exc))
+            return
+        self.log.info("cancel_sent", task_id=task_id, stopped=answer.accepted, reason=answer.reason)
 
 
 def _same_attempt(current: JobRow | None, claimed: JobRow) -> bool:
