@@ -190,6 +190,7 @@ class SandboxEngine:
         task.create_response = self._response_fate(task, faults)
         self.tasks[task.task_id] = task
         self.stats.tasks_created += 1
+        self.stats.tasks_staged += staged
         snapshot = task.to_json()
         if not staged:  # the documented create answer says "" where a GET would say pending
             snapshot["status"] = self.settings.create_status

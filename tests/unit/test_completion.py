@@ -204,3 +204,10 @@ def test_staged_is_in_flight_and_polled_on_the_slower_schedule() -> None:
     running = decide(snap(TaskStatus.PROCESSING, "T9"), job(State.UNKNOWN, task_id=None), None)
     assert running.set["next_check_at"] == NOW + POLICY.poll_after_s < change.set["next_check_at"]
     assert not TaskStatus.STAGED.is_final
+
+
+def test_a_task_leaving_staged_is_polled_on_the_running_schedule_again() -> None:
+    staged = dataclasses.replace(job(State.SUBMITTED), next_check_at=NOW + POLICY.staged_poll_after_s)
+    change = decide(snap(TaskStatus.PROCESSING), staged, task())
+    assert change.event is None and change.set == {"next_check_at": NOW + POLICY.poll_after_s}
+    assert decide(snap(TaskStatus.STAGED), staged, task()) is None  # still staged: nothing new
