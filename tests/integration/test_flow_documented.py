@@ -100,3 +100,18 @@ async def test_every_documented_behaviour_at_once_ends_every_job_with_the_right_
         ) as resp:
             assert resp.status == 200
             assert hashlib.sha256(await resp.read()).hexdigest() == by_job[multi][-1]["mask_sha256s"][1]
+
+
+async def test_masks_served_through_a_redirect_from_a_second_host_name_are_stored(sandbox: Any, segflow: Any) -> None:
+    """Output URLs on a second host name answering 302 to the sandbox: with both names on the host
+    list, each hop checked by the URL guard, the masks are stored."""
+    sb = await sandbox(output_redirect_host="localhost", latency_min_s=0.05, latency_max_s=0.2)
+    sf: RunningSegflow = await segflow(sb.url, output_hosts=("localhost",))
+    answer = await sf.client.submit(items(sb, [])[:6])
+    summary = await wait_done(sf, answer["batch_id"], 60)
+    assert summary["counts"]["succeeded"] == 6, summary["counts"]
+    report = await check_run(
+        sf.store, sf.services.artifacts, [j["job_id"] for j in answer["jobs"]], await sandbox_tasks(sb)
+    )
+    assert report.ok and report.masks_checked == 6
+    assert all(t["output_url"].startswith("http://localhost:") for t in await sandbox_tasks(sb))
