@@ -157,6 +157,7 @@ class Fetcher(Worker):
             m = self.services.metrics
             m.download_bytes.inc(sum(len(g.data) for g in got))
             m.downloads.labels(result="stored").inc()
+            m.spend_usd.labels(tenant=job.tenant).inc(price_usd(pixels))
             if job.completed_at:
                 m.completion_to_stored.observe(max(0.0, time.time() - job.completed_at))
             self.log.info("mask_stored", job_id=job.id, sha256=got[0].sha256, pixels=pixels)

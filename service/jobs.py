@@ -55,6 +55,11 @@ class JobRow:
     created_at: float
     updated_at: float
     finished_at: float | None
+    # Spend (issue 19): the preflight's estimate, and what is held against the caps for the live
+    # attempt until the real price settles it (reserved_at names the day and month it counts to).
+    est_usd: float | None = None
+    reserved_usd: float | None = None
+    reserved_at: float | None = None
 
 
 JOB_COLUMNS: tuple[str, ...] = tuple(JobRow.__dataclass_fields__)
@@ -79,7 +84,8 @@ RESETS: Mapping[Event, Mapping[str, Any]] = {
     Event.CLAIM: {},
     Event.CREATED: {**_LEASE, "unknown_since": None},
     Event.PROGRESS: {**_LEASE, "unknown_since": None},
-    Event.RETRY_LATER: _LEASE,
+    # The create did not happen: what it reserved against the spend caps is free again.
+    Event.RETRY_LATER: {**_LEASE, "reserved_usd": None},
     Event.AMBIGUOUS: _LEASE,
     Event.LEASE_EXPIRED: _LEASE,
     Event.ADOPTION_WINDOW_PASSED: _ATTEMPT,
@@ -93,7 +99,9 @@ RESETS: Mapping[Event, Mapping[str, Any]] = {
         **_none("error_code", "error_message", "finished_at", "submitted_at", "completed_at"),
         **{"submit_tries": 0, "output_urls": (), "poll_count": 0},
     },
-    **{e: _ENDED for e in (Event.REJECTED, Event.ATTEMPTS_EXHAUSTED, Event.FAILED_FINAL, Event.STORED)},
+    # Refused: nothing was paid. Stored: the price (set with it) settles the reservation.
+    **{e: {**_ENDED, "reserved_usd": None} for e in (Event.REJECTED, Event.STORED)},
+    **{e: _ENDED for e in (Event.ATTEMPTS_EXHAUSTED, Event.FAILED_FINAL)},
     **{e: _ENDED for e in (Event.OUTPUT_GONE, Event.CANCEL, Event.EXPIRE)},
 }
 """What each event clears; `Change` merges it under the caller's own `set`, so a caller names only
@@ -110,6 +118,8 @@ class BatchRow:
     request_hash: str
     total: int
     created_at: float
+    max_spend_usd: float | None = None  # the batch's own cap; None: only the tenant's caps apply
+    on_budget: str = "wait"  # a job held back by a cap: "wait" in queued, or "fail" (budget_exceeded)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +127,7 @@ class BatchSummary:
     batch: BatchRow
     counts: Mapping[str, int]
     spend_usd: float
+    reserved_usd: float = 0.0  # held for jobs whose price is not settled yet
 
     @property
     def done(self) -> int:

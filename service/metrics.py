@@ -26,6 +26,15 @@ class Metrics:
             "segflow_callback_attempts_total", "Outbound callback attempts by outcome", ["outcome"], registry=r
         )
         self.in_flight = Gauge("segflow_upstream_in_flight", "Jobs that may have a live upstream task", registry=r)
+        self.creates_paused = Gauge(
+            "segflow_creates_paused", "1 while the balance guard holds creates back (reason in /readyz)", registry=r
+        )
+        self.balance_usd = Gauge("segflow_upstream_balance_usd", "The account's usable balance, last read", registry=r)
+        self.spend_usd = Counter("segflow_spend_usd_total", "Settled upstream spend by tenant", ["tenant"], registry=r)
+        self.budget_holds = Counter(
+            "segflow_budget_holds_total", "Jobs a spend cap held back, by what was done", ["action"], registry=r
+        )
+        self.preflights = Counter("segflow_preflights_total", "Image preflights by result", ["result"], registry=r)
         self.webhook_seconds = Histogram(
             "segflow_webhook_seconds",
             "Webhook handling time, durable write included",

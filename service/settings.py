@@ -62,6 +62,15 @@ class Settings:
     submit_backoff_base_s: float = _opt("submitter", "backoff_base_s", 2.0)
     submit_backoff_max_s: float = _opt("submitter", "backoff_max_s", 300.0)
     submit_interval_s: float = _opt("submitter", "interval_s", 1.0)
+    # [spend]
+    preflight: bool = _opt("spend", "preflight", True)
+    preflight_timeout_s: float = _opt("spend", "preflight_timeout_s", 5.0)
+    tenant_max_in_flight: int = _opt("spend", "tenant_max_in_flight", 0)
+    tenant_daily_usd: float = _opt("spend", "tenant_daily_usd", 0.0)
+    tenant_monthly_usd: float = _opt("spend", "tenant_monthly_usd", 0.0)
+    budget_recheck_s: float = _opt("spend", "budget_recheck_s", 30.0)
+    balance_reserve_usd: float = _opt("spend", "balance_reserve_usd", 1.0)
+    balance_check_s: float = _opt("spend", "balance_check_s", 30.0)
     # [reconciler]
     reconcile_interval_s: float = _opt("reconciler", "interval_s", 2.0)
     poll_after_s: float = _opt("reconciler", "poll_after_s", 30.0)

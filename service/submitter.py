@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import time
 
+from service import spend
 from service.backoff import Backoff
+from service.balance import BalanceGuard
 from service.changes import apply
 from service.completion import policy_of
 from service.context import Services
 from service.job_actions import cancel_upstream
 from service.jobs import Change, DecideFn, JobRow, TaskRow, TaskUpsert
+from service.preflight import check_image
 from service.ratelimit import TokenBucket
 from service.states import Event, State
 from service.upstream.errors import (
@@ -22,6 +25,7 @@ from service.upstream.errors import (
     UpstreamTransient,
 )
 from service.upstream.wire import CreateRequest, TaskSnapshot
+from service.urlguard import GuardedSession
 from service.wakeup import Topic
 from service.worker_base import Worker
 
@@ -40,15 +44,26 @@ class Submitter(Worker):
         self.slots = asyncio.Semaphore(s.submit_concurrency)
         self.backoff = Backoff(s.submit_backoff_base_s, s.submit_backoff_max_s)
         self.owner = f"{services.instance_id}:submitter"
+        self.guard = BalanceGuard(services)
+        self.http = GuardedSession(s.allow_private_image_urls, limit=64)  # preflight reads
+        self.defaults = spend.Caps(None, s.tenant_daily_usd or None, s.tenant_monthly_usd or None)
 
     @property
     def interval(self) -> float:
-        return self.services.settings.submit_interval_s
+        s = self.services.settings
+        # While paused, the next balance read is what can resume creates: come back for it.
+        return min(s.submit_interval_s, s.balance_check_s) if self.guard.paused else s.submit_interval_s
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        await super().stop(timeout)
+        await self.http.close()
 
     async def round(self) -> bool:
         s = self.services.settings
+        allowed = await self.guard.allows_creates()
+        await self.guard.publish()
         free = s.submit_concurrency - (len(self._inflight))
-        if free <= 0:
+        if free <= 0 or not allowed:
             return False
         jobs = await self.services.store.claim_queued(
             self.owner,
@@ -57,6 +72,7 @@ class Submitter(Worker):
             max_in_flight=s.max_in_flight,
             lease_s=s.submit_lease_s,
             max_fetch_backlog=s.max_fetch_backlog,
+            tenant_max_in_flight=s.tenant_max_in_flight,
         )
         for job in jobs:
             self.spawn(self.submit(job))
@@ -66,6 +82,8 @@ class Submitter(Worker):
         """Create job's upstream task for its current attempt and record what happened."""
         log = self.log.bind(job_id=job.id, attempt=job.attempt)
         async with self.slots:
+            if not await self._reserve(job):
+                return
             await self.bucket.acquire()
             request = CreateRequest(
                 image=job.image,
@@ -96,6 +114,54 @@ class Submitter(Worker):
             log.info("task_created", state=outcome.value if outcome else None)
             if outcome is State.CANCELLED:
                 await cancel_upstream(self.services, snap.task_id)
+
+    async def _reserve(self, job: JobRow) -> bool:
+        """Preflight the image (unless its estimate is known) and reserve the estimate against the
+        spend caps; False when the job must not be created now (refused, failed or held back)."""
+        s, metrics = self.services.settings, self.services.metrics
+        estimate = job.est_usd
+        if estimate is None and s.preflight:
+            found = await check_image(self.services, self.http.get(), job.image)
+            metrics.preflights.labels(result="refused" if found.refused else "ok" if found.pixels else "unknown").inc()
+            if found.refused:
+                self.log.info("preflight_refused", job_id=job.id, reason=found.refused)
+                refuse = Change(
+                    Event.REJECTED,
+                    "submitter",
+                    set={"error_code": "invalid_image", "error_message": found.refused[:500]},
+                    detail={"preflight": found.refused[:200]},
+                )
+                await self._write(job, lambda cur, _t: refuse if _same_attempt(cur, job) else None)
+                return False
+            estimate = found.estimate_usd
+        reservation = await self.services.store.reserve(
+            job, spend.WORST_CASE_USD if estimate is None else estimate, now=time.time(), defaults=self.defaults
+        )
+        if reservation.held:
+            return True
+        if reservation.reason in ("job gone", "lease lost"):
+            return False
+        reason = str(reservation.reason)
+        fail = reservation.on_budget == "fail"
+        metrics.budget_holds.labels(action="failed" if fail else "waiting").inc()
+        self.log.info("budget_hold", job_id=job.id, reason=reason, action=reservation.on_budget)
+        hold = (
+            Change(Event.REJECTED, "submitter", set={"error_code": "budget_exceeded", "error_message": reason})
+            if fail
+            else Change(
+                Event.RETRY_LATER,
+                "submitter",
+                set={
+                    "not_before": time.time() + s.budget_recheck_s,
+                    "est_usd": estimate,
+                    "error_code": "budget_wait",
+                    "error_message": reason,
+                },
+                detail={"budget": reason},
+            )
+        )
+        await self._write(job, lambda cur, _t: hold if _same_attempt(cur, job) else None)
+        return False
 
     def _created(self, claimed: JobRow, snap: TaskSnapshot) -> DecideFn:
         poll_after = policy_of(self.services).next_poll_s(snap.status)
@@ -139,6 +205,15 @@ class Submitter(Worker):
                     "next_check_at": now + s.adoption_window_s,
                 },
                 detail={"error": type(exc).__name__},
+            )
+        if isinstance(exc, UpstreamRejected) and exc.status == 402:
+            # Out of credit: the account, not the job. Creates pause until the balance is back.
+            self.guard.refused(exc.message)
+            return Change(
+                Event.RETRY_LATER,
+                "submitter",
+                set={"error_code": "balance_paused", "error_message": exc.message[:500]},
+                detail={"status": 402},
             )
         if isinstance(exc, UpstreamRejected) and exc.status not in _ACCOUNT_STATUSES:
             return Change(

@@ -33,6 +33,8 @@ async def create_batch(call: Call) -> Response:
             idempotency_key=key,
             request_hash=request.request_hash,
             now=time.time(),
+            max_spend_usd=request.max_spend_usd,
+            on_budget=request.on_budget,
         )
     except IdempotencyConflict:
         raise ApiError(

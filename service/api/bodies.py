@@ -23,8 +23,11 @@ from service.settings import Settings
 MAX_IDEMPOTENCY_KEY = 200
 
 _ITEM_FIELDS = frozenset({"image", "prompt", "negative_prompt", "segment_factor", "metadata"})
-_ITEMS_SHAPE = frozenset({"items", "callback_url"})
-_CROSS_SHAPE = frozenset({"images", "prompts", "negative_prompt", "segment_factor", "callback_url"})
+_BUDGET = frozenset({"max_spend_usd", "on_budget"})
+_ITEMS_SHAPE = frozenset({"items", "callback_url"}) | _BUDGET
+_CROSS_SHAPE = frozenset({"images", "prompts", "negative_prompt", "segment_factor", "callback_url"}) | _BUDGET
+_ON_BUDGET = ("wait", "fail")
+MAX_SPEND_USD = 1_000_000.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +35,8 @@ class BatchRequest:
     items: tuple[JobInput, ...]
     callback_url: str | None
     request_hash: str  # sha256 of the canonical JSON body: what an Idempotency-Key replay must match
+    max_spend_usd: float | None = None
+    on_budget: str = "wait"  # a job a cap holds back waits in queued, or fails as budget_exceeded
 
 
 async def read_json(request: Request, limit: int) -> Any:
@@ -70,10 +75,23 @@ def decode_batch(doc: Any, settings: Settings) -> BatchRequest:
     f.unknown(doc, _CROSS_SHAPE if cross else _ITEMS_SHAPE, "")
     items = _cross_items(doc, f) if cross else _listed_items(doc, f)
     callback = f.callback_url(doc.get("callback_url"), "callback_url")
+    cap, on_budget = _budget(doc, f)
     if f.problems:
         raise invalid(f.problems)
     canonical = orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
-    return BatchRequest(tuple(items), callback, hashlib.sha256(canonical).hexdigest())
+    return BatchRequest(tuple(items), callback, hashlib.sha256(canonical).hexdigest(), cap, on_budget)
+
+
+def _budget(doc: Mapping[str, Any], f: Fields) -> tuple[float | None, str]:
+    cap = doc.get("max_spend_usd")
+    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int | float) or not 0 < cap <= MAX_SPEND_USD):
+        f.problem("max_spend_usd", f"must be a number above 0 and at most {MAX_SPEND_USD:g}")
+        cap = None
+    on_budget = doc.get("on_budget", "wait")
+    if on_budget not in _ON_BUDGET:
+        f.problem("on_budget", "must be 'wait' (held jobs stay queued) or 'fail' (they fail as budget_exceeded)")
+        on_budget = "wait"
+    return (float(cap) if cap is not None else None), str(on_budget)
 
 
 def _listed_items(doc: Mapping[str, Any], f: Fields) -> list[JobInput]:

@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from service.api.errors import ApiError
 from service.api.responses import json_response
+from service.api.spend import creates_view
 from service.context import Services
 
 log = structlog.get_logger("segflow.api")
@@ -33,7 +34,8 @@ async def readyz(request: Request) -> Response:
     except Exception as exc:  # noqa: BLE001 - any failure of the probe means not ready; it is logged
         log.warning("readiness_failed", error_class=type(exc).__name__, error=str(exc))
         raise ApiError(503, "not_ready", "the store is not answering") from None
-    return json_response({"status": "ready"})
+    # Ready to serve either way; the detail tells an operator why no task is being created.
+    return json_response({"status": "ready", "creates": creates_view(await services.store.account_state())})
 
 
 async def metrics(request: Request) -> Response:

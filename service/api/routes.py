@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.routing import BaseRoute, Route
 
 from service import inputs
-from service.api import batches, callbacks, jobs, ops
+from service.api import batches, callbacks, jobs, ops, spend
 from service.api.auth import Authenticator
 from service.api.endpoint import CallHandler, authed, guarded
 from service.api.openapi import load_document, openapi_route
@@ -29,6 +29,9 @@ def api_routes() -> list[BaseRoute]:
         v1("/v1/jobs/{job_id}/cancel", "POST", jobs.cancel),
         v1("/v1/jobs/{job_id}/retry", "POST", jobs.retry),
         v1("/v1/inputs", "POST", inputs.upload_input),
+        v1("/v1/estimates", "POST", spend.estimate),
+        v1("/v1/budget", "GET", spend.get_budget),
+        v1("/v1/budget", "PUT", spend.set_budget),
         v1("/v1/subscriptions", "POST", callbacks.create_subscription),
         v1("/v1/subscriptions", "GET", callbacks.list_subscriptions),
         v1("/v1/subscriptions/{sub_id}", "GET", callbacks.get_subscription),

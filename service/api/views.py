@@ -88,6 +88,8 @@ def job_view(
         "error": _error(job),
         "artifact": artifact_view(artifacts[0]) if artifacts else None,
         "price_usd": job.price_usd,
+        "estimate_usd": job.est_usd,
+        "reserved_usd": job.reserved_usd,
         "created_at": rfc3339(job.created_at),
         "updated_at": rfc3339(job.updated_at),
         "finished_at": rfc3339(job.finished_at),
@@ -107,6 +109,9 @@ def batch_view(summary: BatchSummary) -> dict[str, Any]:
         "counts": {s.value: int(summary.counts.get(s.value, 0)) for s in State},
         "done": summary.done,
         "spend_usd": summary.spend_usd,
+        "reserved_usd": summary.reserved_usd,
+        "max_spend_usd": batch.max_spend_usd,
+        "on_budget": batch.on_budget,
         "callback_url": batch.callback_url,
     }
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from service.store.store import IdempotencyConflict, Store, StoreError
+from service.store.store import AccountState, IdempotencyConflict, Reservation, Store, StoreError
 
-__all__ = ["IdempotencyConflict", "Store", "StoreError", "open_store_for"]
+__all__ = ["AccountState", "IdempotencyConflict", "Reservation", "Store", "StoreError", "open_store_for"]
 
 
 def open_store_for(database_url: str, *, group_commit_max: int = 256) -> Store:

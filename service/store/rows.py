@@ -27,6 +27,7 @@ from service.jobs import (
     SubscriptionRow,
     TaskRow,
 )
+from service.spend import Key, deltas
 from service.states import State, transition
 from service.store.driver import Row
 
@@ -73,24 +74,25 @@ def delivery(row: Row) -> DeliveryRow:
     return record(DeliveryRow, {**row, "asymmetric": bool(row["ed25519"]), "state": DeliveryState(row["state"])})
 
 
-def counts(found: Iterable[Row]) -> dict[str, tuple[dict[str, int], float]]:
-    """Per batch, its jobs by state and its spend, from `batches_counts` rows."""
-    out: dict[str, tuple[dict[str, int], float]] = {}
+def counts(found: Iterable[Row]) -> dict[str, tuple[dict[str, int], float, float]]:
+    """Per batch, its jobs by state, its settled spend and what its jobs hold reserved, from
+    `batches_counts` rows."""
+    out: dict[str, tuple[dict[str, int], float, float]] = {}
     for r in found:
-        by_state, spend = out.get(r["batch_id"], ({}, 0.0))
+        by_state, spend, reserved = out.get(r["batch_id"], ({}, 0.0, 0.0))
         by_state[r["state"]] = int(r["jobs"])
-        out[r["batch_id"]] = (by_state, spend + float(r["spend"]))
+        out[r["batch_id"]] = (by_state, spend + float(r["spend"]), reserved + float(r["reserved"]))
     return out
 
 
 def summaries(batches: Sequence[BatchRow], found: Iterable[Row]) -> list[BatchSummary]:
     """Summaries of `batches` from `batches_counts` rows, in the batches' order."""
     per = counts(found)
-    return [BatchSummary(b, *_rounded(per.get(b.id, ({}, 0.0)))) for b in batches]
+    return [BatchSummary(b, *_rounded(per.get(b.id, ({}, 0.0, 0.0)))) for b in batches]
 
 
-def _rounded(c: tuple[dict[str, int], float]) -> tuple[dict[str, int], float]:
-    return c[0], round(c[1], 6)
+def _rounded(c: tuple[dict[str, int], float, float]) -> tuple[dict[str, int], float, float]:
+    return c[0], round(c[1], 6), round(c[2], 6)
 
 
 def params(obj: Any) -> tuple[Any, ...]:
@@ -125,6 +127,7 @@ class GroupPlan:
     events: list[tuple[Any, ...]] = field(default_factory=list)
     artifacts: list[tuple[Any, ...]] = field(default_factory=list)
     outbox: list[OutboxEvent] = field(default_factory=list)
+    spend: dict[Key, float] = field(default_factory=dict)  # how the group moves the spend totals
 
 
 def plan_group(
@@ -172,6 +175,8 @@ def plan_group(
             update[2 + _URLS] = orjson.dumps(list(cols["output_urls"])).decode()
         update[0] = to_state.value
         after = jobs[job_id] = gp.changed[job_id] = JobRow(**v)
+        for k, usd in deltas(current, after, now):
+            gp.spend[k] = gp.spend.get(k, 0.0) + usd
         if (t := change.task) is not None:
             gp.tasks.append((t.task_id, job_id, t.attempt, t.origin, t.status, now, now))
             known[t.task_id] = TaskRow(t.task_id, job_id, t.attempt, t.origin, t.status, now, now)

@@ -22,11 +22,13 @@ import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
 import orjson
 
+from service import spend
 from service.callback_events import batch_completed_event
 from service.jobs import (
     ArtifactRow,
@@ -67,6 +69,23 @@ def _wakes(state: State) -> Topic | None:
     if state is State.FETCHING:
         return Topic.FETCH
     return Topic.DELIVER if state.is_terminal else None  # its event is in the outbox
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    held: bool  # the estimate is reserved: the create may go out
+    reason: str | None  # why not
+    on_budget: str  # what the job's batch wants done when a cap holds it back: "wait" or "fail"
+
+
+@dataclass(frozen=True, slots=True)
+class AccountState:
+    """The balance guard's last word, shared by every replica through the store."""
+
+    paused: bool
+    reason: str | None
+    balance_usd: float | None
+    checked_at: float
 
 
 class StoreError(Exception):
@@ -250,6 +269,8 @@ class Store:
         await tx.executemany("upsert_task", gp.tasks)
         await tx.executemany("insert_event", gp.events)
         await tx.executemany("insert_artifact", gp.artifacts)
+        # Spend totals move with the job rows that move them (reservations, releases, prices).
+        await tx.executemany("add_spend", [(scope, key, usd) for (scope, key), usd in sorted(gp.spend.items())])
         if gp.outbox:
             # Job events have fresh ids: insert and fan out together. A batch's completion has an id
             # derived from the batch, so a second try (another replica, a replay) writes nothing.
@@ -257,7 +278,7 @@ class Store:
             await tx.executemany("fan_out", [(e.id, gp.now, e.batch_id, e.tenant, e.type) for e in gp.outbox])
             for batch_id, tenant in sorted({(e.batch_id, e.tenant) for e in gp.outbox}):
                 if await self._count(tx, "live_in_batch", batch_id) == 0:
-                    counts, spend = rows.counts(await tx.fetch("batches_counts", [batch_id]))[batch_id]
+                    counts, spend, _ = rows.counts(await tx.fetch("batches_counts", [batch_id]))[batch_id]
                     await self._emit(tx, batch_completed_event(tenant, batch_id, counts, spend, gp.now))
         self._topics.update(t for s in gp.entered if (t := _wakes(s)) is not None)
 
@@ -297,6 +318,8 @@ class Store:
         idempotency_key: str | None,
         request_hash: str,
         now: float,
+        max_spend_usd: float | None = None,
+        on_budget: str = "wait",
     ) -> tuple[BatchRow, list[JobRow], bool]:
         async def existing(c: Conn) -> tuple[BatchRow, list[JobRow], bool] | None:
             found = await c.fetchrow("select_batch_by_key", tenant, idempotency_key)
@@ -310,7 +333,17 @@ class Store:
         async def create(c: Conn) -> tuple[BatchRow, list[JobRow], bool]:
             if idempotency_key is not None and (hit := await existing(c)) is not None:
                 return hit
-            batch = BatchRow(str(uuid.uuid4()), tenant, callback_url, idempotency_key, request_hash, len(items), now)
+            batch = BatchRow(
+                str(uuid.uuid4()),
+                tenant,
+                callback_url,
+                idempotency_key,
+                request_hash,
+                len(items),
+                now,
+                max_spend_usd,
+                on_budget,
+            )
             await c.execute("insert_batch", *rows.params(batch))
             jobs = [rows.new_job(str(uuid.uuid4()), batch, seq, item, now) for seq, item in enumerate(items)]
             await c.executemany("insert_job", jobs)
@@ -375,12 +408,22 @@ class Store:
     # work claims ---------------------------------------------------------------------------
 
     async def claim_queued(
-        self, owner: str, *, now: float, limit: int, max_in_flight: int, lease_s: float, max_fetch_backlog: int = 0
+        self,
+        owner: str,
+        *,
+        now: float,
+        limit: int,
+        max_in_flight: int,
+        lease_s: float,
+        max_fetch_backlog: int = 0,
+        tenant_max_in_flight: int = 0,
     ) -> list[JobRow]:
-        """Move up to `limit` queued jobs to `submitting`, leased to `owner`: none while
-        `max_in_flight` jobs may have a task alive upstream, or while `max_fetch_backlog` jobs wait
-        for their mask (0: no such limit)."""
+        """Move up to `limit` queued jobs to `submitting`, leased to `owner`, shared fairly across
+        tenants (see `claim_queued` in the SQL): none while `max_in_flight` jobs may have a task
+        alive upstream, or while `max_fetch_backlog` jobs wait for their mask, and none of a tenant
+        with `tenant_max_in_flight` jobs in flight (0: no such limit)."""
         lease = {"lease_owner": owner, "lease_until": now + lease_s}
+        per_tenant = tenant_max_in_flight or 2**31 - 1
 
         async def claim(c: Conn) -> list[JobRow]:
             await c.execute("lock_claims")
@@ -389,12 +432,47 @@ class Store:
                 room = min(room, max_fetch_backlog - await self._count(c, "count_fetching"))
             if room <= 0:
                 return []
-            return await self._claim(c, "claim_queued", (now, room), claim_of)
+            return await self._claim(c, "claim_queued", (now, room, per_tenant), claim_of)
 
         def claim_of(job: JobRow) -> Change:
             return Change(Event.CLAIM, "submitter", lease, detail={"attempt": job.attempt})
 
         return await self._write(claim)
+
+    async def reserve(self, claimed: JobRow, estimate: float, *, now: float, defaults: spend.Caps) -> Reservation:
+        """Hold `estimate` against the caps of the claimed job's batch and tenant, or say which cap
+        it would pass. Runs under the claimers' lock (`lock_claims`: PostgreSQL's advisory lock,
+        SQLite's one writer), so no two reservations, on any replica, read the same totals."""
+
+        async def op(c: Conn) -> Reservation:
+            await c.execute("lock_claims")
+            found = await c.fetch("lock_jobs", [claimed.id])
+            batch_row = await c.fetchrow("select_batch", claimed.batch_id)
+            if not found or batch_row is None:
+                return Reservation(False, "job gone", "wait")
+            batch = rows.record(BatchRow, batch_row)
+            own = await c.fetchrow("select_tenant_budget", claimed.tenant)
+            caps = spend.Caps(
+                batch.max_spend_usd,
+                spend.tightest(defaults.daily_usd, own["daily_usd"] if own else None),
+                spend.tightest(defaults.monthly_usd, own["monthly_usd"] if own else None),
+            )
+            keys = spend.keys(claimed.tenant, claimed.batch_id, now)
+            totals = {r["scope"]: float(r["usd"]) for r in await c.fetch("select_spend", *(k for _, k in keys))}
+            why = spend.refusal(caps, totals, estimate)
+            if why is not None:
+                return Reservation(False, why, batch.on_budget)
+            held = Change(None, "submitter", {"est_usd": estimate, "reserved_usd": estimate, "reserved_at": now})
+
+            def decide(job: JobRow | None, _t: TaskRow | None) -> Change | None:
+                ours = job is not None and job.state is State.SUBMITTING and job.attempt == claimed.attempt
+                return held if ours and job is not None and job.lease_owner == claimed.lease_owner else None
+
+            gp = rows.plan_group([(claimed.id, decide, None)], found, {}, now)
+            await self._save(c, gp)
+            return Reservation(claimed.id in gp.changed, None if claimed.id in gp.changed else "lease lost", "wait")
+
+        return await self._write(op)
 
     async def claim_fetching(self, owner: str, *, now: float, limit: int, lease_s: float) -> list[JobRow]:
         lease = Change(None, "fetcher", {"lease_owner": owner, "lease_until": now + lease_s})
@@ -409,6 +487,33 @@ class Store:
 
     async def aged_jobs(self, *, cutoff: float, limit: int) -> list[JobRow]:
         return await self._all(rows.job, "aged_jobs", cutoff, limit)
+
+    # spend -----------------------------------------------------------------------------------
+
+    async def spend_totals(self, tenant: str, batch_id: str, *, at: float) -> dict[str, float]:
+        """The committed spend (settled plus reserved) of a batch and of the tenant's day and month
+        around `at`, by scope."""
+        keys = spend.keys(tenant, batch_id, at)
+        found = await self._all(lambda r: (str(r["scope"]), float(r["usd"])), "select_spend", *(k for _, k in keys))
+        return {scope: 0.0 for scope, _ in keys} | dict(found)
+
+    async def tenant_budget(self, tenant: str) -> tuple[float | None, float | None]:
+        """The tenant's own (daily, monthly) caps, None where it has set none."""
+        row = await self._one(lambda r: (r["daily_usd"], r["monthly_usd"]), "select_tenant_budget", tenant)
+        return row or (None, None)
+
+    async def set_tenant_budget(self, tenant: str, daily_usd: float | None, monthly_usd: float | None) -> None:
+        await self._write(lambda c: c.execute("upsert_tenant_budget", tenant, daily_usd, monthly_usd, time.time()))
+
+    async def account_state(self) -> AccountState | None:
+        return await self._one(
+            lambda r: AccountState(bool(r["paused"]), r["reason"], r["balance_usd"], r["checked_at"]),
+            "select_account_state",
+        )
+
+    async def set_account_state(self, state: AccountState) -> None:
+        args = (state.paused, state.reason, state.balance_usd, state.checked_at)
+        await self._write(lambda c: c.execute("upsert_account_state", *args))
 
     # figures -------------------------------------------------------------------------------
 

@@ -36,8 +36,9 @@ SELECT * FROM tasks WHERE task_id = ANY($1::text[]);
 UPDATE jobs SET state = $1, updated_at = $2, attempt = $3, task_id = $4, lease_owner = $5,
        lease_until = $6, not_before = $7, next_check_at = $8, submit_tries = $9, poll_count = $10,
        submitted_at = $11, unknown_since = $12, completed_at = $13, output_urls = $14,
-       error_code = $15, error_message = $16, pixels = $17, price_usd = $18, finished_at = $19
- WHERE id = $20 AND state = $21;
+       error_code = $15, error_message = $16, pixels = $17, price_usd = $18, finished_at = $19,
+       est_usd = $20, reserved_usd = $21, reserved_at = $22
+ WHERE id = $23 AND state = $24;
 
 -- name: upsert_task
 INSERT INTO tasks (task_id, job_id, attempt, origin, status, created_at, updated_at)
@@ -70,8 +71,9 @@ SELECT * FROM batches WHERE id = $1;
 SELECT * FROM batches WHERE tenant = $1 AND idempotency_key = $2;
 
 -- name: insert_batch
-INSERT INTO batches (id, tenant, callback_url, idempotency_key, request_hash, total, created_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7);
+INSERT INTO batches (id, tenant, callback_url, idempotency_key, request_hash, total, created_at, max_spend_usd,
+                     on_budget)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9);
 
 -- name: insert_job
 INSERT INTO jobs (id, batch_id, tenant, seq, image, prompt, negative_prompt, segment_factor, metadata, state,
@@ -89,7 +91,8 @@ SELECT * FROM jobs WHERE batch_id = $1 AND state = $4 AND seq > $2 ORDER BY seq 
 SELECT * FROM batches WHERE tenant = $1 AND (created_at, id) < ($2, $3) ORDER BY created_at DESC, id DESC LIMIT $4;
 
 -- name: batches_counts
-SELECT batch_id, state, count(*) AS jobs, coalesce(sum(price_usd), 0) AS spend
+SELECT batch_id, state, count(*) AS jobs, coalesce(sum(price_usd), 0) AS spend,
+       coalesce(sum(reserved_usd), 0) AS reserved
   FROM jobs WHERE batch_id = ANY($1::text[]) GROUP BY batch_id, state;
 
 -- name: count_in_flight
@@ -105,8 +108,33 @@ SELECT count(*) AS n FROM jobs WHERE state = 'fetching';
 SELECT pg_advisory_xact_lock(727001);
 
 -- name: claim_queued
-SELECT * FROM jobs WHERE state = 'queued' AND not_before <= $1 ORDER BY not_before, created_at LIMIT $2
-   FOR UPDATE SKIP LOCKED;
+-- Fair across tenants: each tenant with queued work (found by one index seek apiece, a loose
+-- index scan of jobs_tenant_queued) offers its first $2 due jobs in its own FIFO order. A job's
+-- turn is its place in its tenant's queue plus the tenant's jobs already in flight, so slots go
+-- round robin, first to the tenants with the fewest in flight; $3 caps one tenant's jobs in flight.
+-- Ties go to the older job. Reads at most (tenants with queued work) x $2 queued rows.
+WITH RECURSIVE tenants (tenant) AS (
+    (SELECT tenant FROM jobs WHERE state = 'queued' ORDER BY tenant LIMIT 1)
+  UNION ALL
+    SELECT (SELECT j.tenant FROM jobs j WHERE j.state = 'queued' AND j.tenant > t.tenant ORDER BY j.tenant LIMIT 1)
+      FROM tenants t WHERE t.tenant IS NOT NULL
+), flight AS (
+    SELECT tenant, count(*) AS n FROM jobs WHERE state IN ('submitting', 'unknown', 'submitted') GROUP BY tenant
+), offered AS (
+    SELECT q.id, q.created_at,
+           coalesce(f.n, 0) + row_number() OVER (PARTITION BY q.tenant ORDER BY q.not_before, q.created_at, q.seq) AS turn
+      FROM tenants t
+      CROSS JOIN LATERAL (
+            SELECT j.id, j.tenant, j.not_before, j.created_at, j.seq FROM jobs j
+             WHERE j.state = 'queued' AND j.tenant = t.tenant AND j.not_before <= $1
+             ORDER BY j.not_before, j.created_at, j.seq LIMIT $2) q
+      LEFT JOIN flight f ON f.tenant = t.tenant
+     WHERE t.tenant IS NOT NULL
+)
+SELECT j.* FROM jobs j JOIN offered o ON o.id = j.id
+ WHERE j.state = 'queued' AND o.turn <= $3
+ ORDER BY o.turn, o.created_at LIMIT $2
+   FOR UPDATE OF j SKIP LOCKED;
 
 -- name: claim_fetching
 SELECT * FROM jobs WHERE state = 'fetching' AND lease_until < $1 ORDER BY lease_until LIMIT $2
@@ -234,3 +262,31 @@ SELECT * FROM delivery_attempts WHERE delivery_id = $1 ORDER BY n;
 -- name: dead_deliveries
 SELECT d.* FROM deliveries d JOIN outbox o ON o.id = d.event_id
  WHERE o.tenant = $1 AND d.state = 'dead' ORDER BY d.created_at DESC LIMIT $2;
+
+-- Spend (issue 19) ------------------------------------------------------------------------------
+
+-- name: add_spend
+INSERT INTO spend (scope, key, usd) VALUES ($1, $2, $3)
+ON CONFLICT (scope, key) DO UPDATE SET usd = spend.usd + excluded.usd;
+
+-- name: select_spend
+-- $1 the batch, $2 the tenant's day key, $3 its month key.
+SELECT scope, usd FROM spend
+ WHERE (scope = 'batch' AND key = $1) OR (scope = 'day' AND key = $2) OR (scope = 'month' AND key = $3);
+
+-- name: select_tenant_budget
+SELECT * FROM tenant_budgets WHERE tenant = $1;
+
+-- name: upsert_tenant_budget
+INSERT INTO tenant_budgets (tenant, daily_usd, monthly_usd, updated_at) VALUES ($1, $2, $3, $4)
+ON CONFLICT (tenant) DO UPDATE SET daily_usd = excluded.daily_usd, monthly_usd = excluded.monthly_usd,
+                                   updated_at = excluded.updated_at;
+
+-- name: select_account_state
+SELECT * FROM account_state WHERE id = 1;
+
+-- name: upsert_account_state
+INSERT INTO account_state (id, paused, reason, balance_usd, checked_at) VALUES (1, $1, $2, $3, $4)
+ON CONFLICT (id) DO UPDATE SET paused = excluded.paused, reason = excluded.reason,
+                               balance_usd = excluded.balance_usd, checked_at = excluded.checked_at;
+
