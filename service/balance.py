@@ -53,7 +53,9 @@ class BalanceGuard:
         if balance is None:
             return
         self.services.metrics.balance_usd.set(balance)
-        if balance < max(reserve, 0.01 if self._refused else 0.0):
+        if self._refused and balance < max(reserve, 0.01):
+            self._set(True, f"the upstream refused a create for credit (402); usable balance ${balance:.2f}", balance)
+        elif balance < reserve:
             self._set(True, f"usable balance ${balance:.2f} is below the reserve of ${reserve:.2f}", balance)
         else:
             self._refused = False

@@ -81,6 +81,11 @@ class AccountLimits:
             raise SandboxError(402, "insufficient credit")
         self._spent += price_usd
 
+    def top_up(self, usd: float) -> None:
+        """Add credit, as paying the provider would (tests of the balance guard resuming)."""
+        if self._credit is not None:
+            self._credit += usd
+
     def refund(self, price_usd: float) -> None:
         self._spent = max(0.0, self._spent - price_usd)
 
