@@ -24,7 +24,8 @@ async def api(segflow: Starter) -> AsyncIterator[Api]:
 
 async def test_healthz_and_readyz_answer_without_a_key(api: Api) -> None:
     assert (await api.call("GET", "/healthz", tenant=None)).body == {"status": "ok"}
-    assert (await api.call("GET", "/readyz", tenant=None)).body == {"status": "ready"}
+    ready = (await api.call("GET", "/readyz", tenant=None)).body
+    assert ready["status"] == "ready" and ready["creates"]["paused"] is False
 
 
 async def test_readyz_fails_and_routes_answer_503_when_the_store_is_down(api: Api) -> None:
