@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import flows, ingest
+from benchmarks import fairness, flows, ingest
 from benchmarks.machine import describe
 
 HERE = Path(__file__).resolve().parent
@@ -233,7 +233,18 @@ def flow_rows(runs: int, full: bool) -> list[dict[str, Any]]:
             f"{make}  (benchmarks/flows.py memory)",
         )
     )
-    return rows
+    return rows + fairness_rows(runs, make)
+
+
+def fairness_rows(runs: int, make: str) -> list[dict[str, Any]]:
+    alone = [fairness.small_batch_seconds(_workdir(), behind=0) for _ in range(runs)]
+    behind = [fairness.small_batch_seconds(_workdir(), behind=1000) for _ in range(runs)]
+    cmd = f"{make}  (benchmarks/fairness.py; max_in_flight 20)"
+    base = statistics.median(alone)
+    return [
+        row("fairness: tenant B's 10 jobs alone (baseline)", "s", alone, base, cmd),
+        row("fairness: tenant B's 10 jobs behind tenant A's 1,000 (target ratio < 2)", "s", behind, base, cmd),
+    ]
 
 
 def write(rows: list[dict[str, Any]], machine: dict[str, Any], profile: str, elapsed: float) -> None:
