@@ -1,5 +1,7 @@
 """Fairness across tenants (issue 19): tenant B's 10-job batch behind tenant A's 1,000-job batch,
-against the same batch alone; segflow with a small max_in_flight so that slots are contended."""
+against the same batch alone. segflow runs with max_in_flight 20, so slots are contended, and the
+sandbox takes 0.5 to 1 s a task, as a real segmentation does (with none, the run measures only how
+busy one process is with A's other 990 jobs, not how slots are shared)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import aiohttp
 
 from benchmarks.flows import start_sandbox, start_segflow, stop
 
+LATENCY = ("0.5", "1.0")
 KEYS = {"a": "tenant-a-key-0123456789abcdef", "b": "tenant-b-key-0123456789abcdef"}
 
 
@@ -31,7 +34,7 @@ async def _done(http: aiohttp.ClientSession, port: int, tenant: str, batch_id: s
 
 def small_batch_seconds(work: Path, *, behind: int) -> float:
     """Seconds from submitting B's 10 jobs to their end, with A's `behind` jobs queued first."""
-    sandbox, url = start_sandbox(work)
+    sandbox, url = start_sandbox(work, LATENCY)
     keys = ",".join(f"{t}:{k}" for t, k in KEYS.items())
     segflow, port = start_segflow(work, url, SEGFLOW_API_KEYS=keys, SEGFLOW_MAX_IN_FLIGHT="20")
 

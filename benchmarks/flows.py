@@ -23,7 +23,7 @@ from benchmarks.machine import free_port
 API_KEY = "bench-tenant-key-0123456789abcdef"
 
 
-def start_sandbox(work: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_sandbox(work: Path, latency: tuple[str, str] = ("0", "0")) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     proc = subprocess.Popen(
         [
@@ -34,9 +34,9 @@ def start_sandbox(work: Path) -> tuple[subprocess.Popen[bytes], str]:
             "--port",
             str(port),
             "--latency-min",
-            "0",
+            latency[0],
             "--latency-max",
-            "0",
+            latency[1],
             "--no-processing-webhook",
             "--webhook-retries",
             "0",

@@ -239,7 +239,7 @@ def flow_rows(runs: int, full: bool) -> list[dict[str, Any]]:
 def fairness_rows(runs: int, make: str) -> list[dict[str, Any]]:
     alone = [fairness.small_batch_seconds(_workdir(), behind=0) for _ in range(runs)]
     behind = [fairness.small_batch_seconds(_workdir(), behind=1000) for _ in range(runs)]
-    cmd = f"{make}  (benchmarks/fairness.py; max_in_flight 20)"
+    cmd = f"{make}  (benchmarks/fairness.py; max_in_flight 20, tasks take 0.5-1 s)"
     base = statistics.median(alone)
     return [
         row("fairness: tenant B's 10 jobs alone (baseline)", "s", alone, base, cmd),

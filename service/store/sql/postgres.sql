@@ -137,8 +137,26 @@ SELECT j.* FROM jobs j JOIN offered o ON o.id = j.id
    FOR UPDATE OF j SKIP LOCKED;
 
 -- name: claim_fetching
-SELECT * FROM jobs WHERE state = 'fetching' AND lease_until < $1 ORDER BY lease_until LIMIT $2
-   FOR UPDATE SKIP LOCKED;
+-- Fair across tenants like claim_queued (one tenant's backlog of masks must not hold back another
+-- tenant's few): each tenant with masks to fetch offers its $2 longest-waiting, taken in turns.
+WITH RECURSIVE tenants (tenant) AS (
+    (SELECT tenant FROM jobs WHERE state = 'fetching' ORDER BY tenant LIMIT 1)
+  UNION ALL
+    SELECT (SELECT j.tenant FROM jobs j WHERE j.state = 'fetching' AND j.tenant > t.tenant ORDER BY j.tenant LIMIT 1)
+      FROM tenants t WHERE t.tenant IS NOT NULL
+), offered AS (
+    SELECT q.id, q.lease_until, row_number() OVER (PARTITION BY q.tenant ORDER BY q.lease_until) AS turn
+      FROM tenants t
+      CROSS JOIN LATERAL (
+            SELECT j.id, j.tenant, j.lease_until FROM jobs j
+             WHERE j.state = 'fetching' AND j.tenant = t.tenant AND j.lease_until < $1
+             ORDER BY j.lease_until LIMIT $2) q
+     WHERE t.tenant IS NOT NULL
+)
+SELECT j.* FROM jobs j JOIN offered o ON o.id = j.id
+ WHERE j.state = 'fetching' AND j.lease_until < $1
+ ORDER BY o.turn, o.lease_until LIMIT $2
+   FOR UPDATE OF j SKIP LOCKED;
 
 -- name: claim_due
 SELECT * FROM jobs WHERE state IN ('submitted', 'unknown') AND next_check_at <= $1 ORDER BY next_check_at LIMIT $2

@@ -133,7 +133,24 @@ SELECT j.* FROM offered o JOIN jobs j ON j.id = o.id
  ORDER BY o.turn, o.created_at LIMIT ?2;
 
 -- name: claim_fetching
-SELECT * FROM jobs WHERE state = 'fetching' AND lease_until < ?1 ORDER BY lease_until LIMIT ?2;
+-- Fair across tenants like claim_queued (one tenant's backlog of masks must not hold back another
+-- tenant's few): each tenant with masks to fetch offers its ?2 longest-waiting, taken in turns.
+WITH RECURSIVE tenants (tenant) AS (
+    SELECT (SELECT tenant FROM jobs WHERE state = 'fetching' ORDER BY tenant LIMIT 1)
+  UNION ALL
+    SELECT (SELECT j.tenant FROM jobs j WHERE j.state = 'fetching' AND j.tenant > t.tenant ORDER BY j.tenant LIMIT 1)
+      FROM tenants t WHERE t.tenant IS NOT NULL
+), offered AS (
+    SELECT q.id, q.lease_until, row_number() OVER (PARTITION BY q.tenant ORDER BY q.lease_until) AS turn
+      FROM tenants t
+      JOIN jobs q ON q.id IN (
+            SELECT j.id FROM jobs j
+             WHERE j.state = 'fetching' AND j.tenant = t.tenant AND j.lease_until < ?1
+             ORDER BY j.lease_until LIMIT ?2)
+     WHERE t.tenant IS NOT NULL
+)
+SELECT j.* FROM offered o JOIN jobs j ON j.id = o.id
+ ORDER BY o.turn, o.lease_until LIMIT ?2;
 
 -- name: claim_due
 SELECT * FROM jobs WHERE state IN ('submitted', 'unknown') AND next_check_at <= ?1 ORDER BY next_check_at LIMIT ?2;

@@ -11,6 +11,8 @@ ALTER TABLE jobs ADD COLUMN reserved_at REAL;   -- when: names the day and month
 -- The fair claim walks tenants with queued work one index seek each, then each tenant's queue in
 -- order: it never reads every queued job (per-tenant in-flight counts walk jobs_in_flight).
 CREATE INDEX jobs_tenant_queued ON jobs (tenant, not_before, created_at, seq) WHERE state = 'queued';
+-- The fetcher's claim takes tenants in turns the same way.
+CREATE INDEX jobs_tenant_fetching ON jobs (tenant, lease_until) WHERE state = 'fetching';
 
 -- Committed spend (reservations plus settled prices) per scope: 'batch' (key: batch id), 'day'
 -- (tenant:YYYY-MM-DD, UTC) and 'month' (tenant:YYYY-MM). Changed only with the job row that moves it.
