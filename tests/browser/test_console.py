@@ -220,3 +220,18 @@ async def test_another_tenants_batch_is_not_visible(sandbox: Any, segflow: Any, 
     await other.sign_in("globex")
     await expect(other.page.locator(f'#batches tr[data-batch-id="{theirs}"]')).to_be_visible()
     await expect(other.page.locator("#batches tr[data-batch-id]")).to_have_count(1)
+
+
+async def test_the_tenants_spend_and_a_paused_balance_guard_are_shown(
+    sandbox: Any, segflow: Any, console: OpenConsole
+) -> None:
+    sb = await sandbox(credit_usd=0.02)
+    sf = await segflow(sb.url, balance_reserve_usd=0.0, balance_check_s=0.2)
+    await sf.client._call("PUT", "/v1/budget", json={"daily_usd": 5.0, "monthly_usd": None})
+    answer = await sf.client._call("POST", "/v1/batches", json={"items": items(sb, 4), "max_spend_usd": 1.0})
+    tab = await console(sf.url)
+    await tab.sign_in("acme")
+    await expect(tab.page.locator("#creates-paused")).to_contain_text("402", timeout=DONE_S)
+    await expect(tab.page.locator("#budget")).to_contain_text("today $0.0200 of $5.0000", timeout=DONE_S)
+    await tab.show(f"#/batches/{answer['batch_id']}")
+    await expect(tab.page.locator("#batch-cap")).to_have_text("cap $1.0000 (held jobs wait)")

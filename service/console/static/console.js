@@ -201,8 +201,10 @@ function batchesView(view, params) {
   const empty = h("p", { class: "muted", hidden: true }, "No batches yet for this key. Submit one with " +
     "`segflow submit` or POST /v1/batches; it appears here within a second.");
   const more = h("p", { class: "pager" });
+  const budget = h("div", { class: "summary", id: "budget" });
   view.append(
     h("h1", {}, "Batches"),
+    budget,
     empty,
     table("batches", ["Batch", "Created", "Progress", "Jobs per state", "Spend"], rows),
     more,
@@ -211,12 +213,25 @@ function batchesView(view, params) {
   const memo = {};
   return async () => {
     const query = `limit=${BATCHES_PER_PAGE}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`;
-    const page = await api(`/v1/batches?${query}`);
-    if (unchanged(memo, page)) return;
+    const [page, spend] = await Promise.all([api(`/v1/batches?${query}`), api("/v1/budget")]);
+    if (unchanged(memo, { page, spend })) return;
+    budget.replaceChildren(...budgetFacts(spend));
     empty.hidden = page.batches.length > 0;
     rows.replaceChildren(...page.batches.map(batchRow));
     more.replaceChildren(...pager("#/", params, page.next_cursor));
   };
+}
+
+// What the tenant spent against its caps, and whether the balance guard holds creates back.
+function budgetFacts(spend) {
+  const of = (cap) => (cap === null ? "no cap" : `of ${usd(cap)}`);
+  return [
+    spend.creates.paused
+      ? h("span", { class: "error", id: "creates-paused", role: "alert" }, `Creates paused: ${spend.creates.reason}`)
+      : h("span", { class: "muted" }, "creates running"),
+    h("span", { class: "spend" }, `today ${usd(spend.spent.today_usd)} ${of(spend.effective.daily_usd)}`),
+    h("span", { class: "spend" }, `this month ${usd(spend.spent.month_usd)} ${of(spend.effective.monthly_usd)}`),
+  ];
 }
 
 function batchRow(batch) {
@@ -276,6 +291,10 @@ function batchView(view, batchId, params) {
       progress(batch),
       stateChips(batch.counts),
       h("span", { class: "spend" }, `spend ${usd(batch.spend_usd)}`),
+      h("span", { class: "muted" }, `reserved ${usd(batch.reserved_usd)}`),
+      batch.max_spend_usd === null
+        ? null
+        : h("span", { class: "muted", id: "batch-cap" }, `cap ${usd(batch.max_spend_usd)} (held jobs ${batch.on_budget})`),
       h("span", { class: "muted" }, `created ${when(batch.created_at)}`),
       batch.callback_url ? h("span", { class: "muted" }, `callbacks to ${batch.callback_url}`) : null,
     );

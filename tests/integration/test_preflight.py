@@ -1,0 +1,57 @@
+"""The preflight reads only the start of an image, with one range request, through the URL policy."""
+
+from __future__ import annotations
+
+import io
+
+import aiohttp
+from PIL import Image
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from service.preflight import HEAD_BYTES, image_hop_check, preflight
+from tests.fixtures.servers import serve_asgi
+
+
+def big_png() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (2000, 1500), (1, 2, 3)).save(out, format="PNG")
+    return out.getvalue() + b"\x00" * 8_000_000  # trailing bytes a whole download would read
+
+
+async def test_one_bounded_range_request_learns_the_size() -> None:
+    seen: list[str | None] = []
+    body = big_png()
+
+    async def image(request: Request) -> Response:
+        seen.append(request.headers.get("range"))
+        return Response(body[:HEAD_BYTES], status_code=206, media_type="image/png")
+
+    async def moved(_request: Request) -> Response:
+        return Response(status_code=302, headers={"location": "/image.png"})
+
+    app = Starlette(routes=[Route("/image.png", image), Route("/old.png", moved)])
+    async with serve_asgi(app) as url, aiohttp.ClientSession() as http:
+        found = await preflight(http, f"{url}/old.png", image_hop_check(True), timeout_s=5.0)
+    assert (found.width, found.height, found.estimate_usd) == (2000, 1500, 0.03)
+    assert seen == [f"bytes=0-{HEAD_BYTES - 1}"]
+
+
+async def test_a_server_ignoring_the_range_is_read_only_as_far_as_needed() -> None:
+    body = big_png()
+
+    async def image(_request: Request) -> Response:
+        return Response(body, media_type="image/png")
+
+    app = Starlette(routes=[Route("/image.png", image)])
+    async with serve_asgi(app) as url, aiohttp.ClientSession() as http:
+        found = await preflight(http, f"{url}/image.png", image_hop_check(True), timeout_s=5.0)
+    assert found.pixels == 3_000_000
+
+
+async def test_a_private_image_url_is_refused_by_the_policy_before_any_request() -> None:
+    async with aiohttp.ClientSession() as http:
+        found = await preflight(http, "http://10.0.0.1/i.png", image_hop_check(False), timeout_s=1.0)
+    assert found.refused is not None and "private" in found.refused
