@@ -251,7 +251,11 @@ def seed_jobs(db: Path, total: int, overdue: int, in_flight: int = 0) -> None:
                 yield (str(uuid.uuid4()), batch, i, "succeeded", str(uuid.uuid4()), now, now, None)
 
     with conn:
-        conn.execute("INSERT INTO batches VALUES (?, 'bench', NULL, NULL, 'h', ?, ?)", (batch, total, now))
+        conn.execute(
+            "INSERT INTO batches (id, tenant, callback_url, idempotency_key, request_hash, total, created_at)"
+            " VALUES (?, 'bench', NULL, NULL, 'h', ?, ?)",
+            (batch, total, now),
+        )
         conn.executemany(sql, rows())
     conn.close()
 

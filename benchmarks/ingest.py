@@ -57,7 +57,11 @@ async def prepare(database_url: str, count: int) -> list[tuple[str, str]]:
 
         conn = sqlite3.connect(database_url.removeprefix("sqlite:///"))
         with conn:
-            conn.execute("INSERT INTO batches VALUES (?, 'bench', NULL, NULL, 'h', ?, ?)", (batch, count, now))
+            conn.execute(
+                "INSERT INTO batches (id, tenant, callback_url, idempotency_key, request_hash, total, created_at)"
+                " VALUES (?, 'bench', NULL, NULL, 'h', ?, ?)",
+                (batch, count, now),
+            )
             conn.executemany(job_sql.format(", ".join("?" * 15)), jobs)
             conn.executemany("INSERT INTO tasks VALUES (?, ?, ?, ?, ?, ?, ?)", tasks)
         conn.close()
@@ -68,7 +72,11 @@ async def prepare(database_url: str, count: int) -> list[tuple[str, str]]:
         try:
             async with conn.transaction():
                 await conn.execute(
-                    "INSERT INTO batches VALUES ($1, 'bench', NULL, NULL, 'h', $2, $3)", batch, count, now
+                    "INSERT INTO batches (id, tenant, callback_url, idempotency_key, request_hash, total, created_at)"
+                    " VALUES ($1, 'bench', NULL, NULL, 'h', $2, $3)",
+                    batch,
+                    count,
+                    now,
                 )
                 await conn.executemany(job_sql.format(", ".join(f"${i}" for i in range(1, 16))), jobs)
                 await conn.executemany("INSERT INTO tasks VALUES ($1, $2, $3, $4, $5, $6, $7)", tasks)
