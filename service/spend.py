@@ -61,15 +61,16 @@ def tightest(*caps: float | None) -> float | None:
     return min(set_) if set_ else None
 
 
-def refusal(caps: Caps, totals: dict[str, float], estimate: float) -> str | None:
-    """Why reserving `estimate` on top of `totals` (by scope) would pass a cap, or None if it fits."""
+def refusal(caps: Caps, totals: dict[str, float], estimate: float) -> tuple[str, str] | None:
+    """(scope, why) of the first cap reserving `estimate` on top of `totals` (by scope) would pass,
+    or None if it fits."""
     for scope, cap, name in (
         ("batch", caps.batch_usd, "the batch's max_spend_usd"),
         ("day", caps.daily_usd, "the tenant's daily cap"),
         ("month", caps.monthly_usd, "the tenant's monthly cap"),
     ):
         if cap is not None and totals.get(scope, 0.0) + estimate > cap + _EPS:
-            return f"{name} of ${cap:g} is reached (${totals.get(scope, 0.0):.2f} spent or reserved)"
+            return scope, f"{name} of ${cap:g} is reached (${totals.get(scope, 0.0):.2f} spent or reserved)"
     return None
 
 

@@ -135,7 +135,11 @@ class Submitter(Worker):
                 return False
             estimate = found.estimate_usd
         reservation = await self.services.store.reserve(
-            job, spend.WORST_CASE_USD if estimate is None else estimate, now=time.time(), defaults=self.defaults
+            job,
+            spend.WORST_CASE_USD if estimate is None else estimate,
+            now=time.time(),
+            defaults=self.defaults,
+            hold_s=s.budget_recheck_s,
         )
         if reservation.held:
             return True

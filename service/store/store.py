@@ -439,10 +439,16 @@ class Store:
 
         return await self._write(claim)
 
-    async def reserve(self, claimed: JobRow, estimate: float, *, now: float, defaults: spend.Caps) -> Reservation:
+    async def reserve(
+        self, claimed: JobRow, estimate: float, *, now: float, defaults: spend.Caps, hold_s: float = 30.0
+    ) -> Reservation:
         """Hold `estimate` against the caps of the claimed job's batch and tenant, or say which cap
         it would pass. Runs under the claimers' lock (`lock_claims`: PostgreSQL's advisory lock,
-        SQLite's one writer), so no two reservations, on any replica, read the same totals."""
+        SQLite's one writer), so no two reservations, on any replica, read the same totals.
+
+        A refusal for a batch that waits also holds that cap's other queued jobs back for `hold_s`
+        (the batch's, or the tenant's in waiting batches), so they are not claimed one by one only
+        to be refused again."""
 
         async def op(c: Conn) -> Reservation:
             await c.execute("lock_claims")
@@ -459,8 +465,13 @@ class Store:
             )
             keys = spend.keys(claimed.tenant, claimed.batch_id, now)
             totals = {r["scope"]: float(r["usd"]) for r in await c.fetch("select_spend", *(k for _, k in keys))}
-            why = spend.refusal(caps, totals, estimate)
-            if why is not None:
+            refused = spend.refusal(caps, totals, estimate)
+            if refused is not None:
+                scope, why = refused
+                if batch.on_budget == "wait":
+                    hold = "hold_batch" if scope == "batch" else "hold_tenant"
+                    key = claimed.batch_id if scope == "batch" else claimed.tenant
+                    await c.execute(hold, now + hold_s, why[:500], key)
                 return Reservation(False, why, batch.on_budget)
             held = Change(None, "submitter", {"est_usd": estimate, "reserved_usd": estimate, "reserved_at": now})
 

@@ -104,3 +104,14 @@ async def test_the_postgres_claim_reaches_queued_jobs_through_the_tenant_index(d
     finally:
         await conn.close()
     assert "jobs_tenant_queued" in plan and "Seq Scan on jobs" not in plan, plan
+
+
+async def test_a_refusal_holds_the_rest_of_a_waiting_batch_back_until_its_recheck(store: Store) -> None:
+    jobs = await batch(store, "acme", 6, now=100.0, cap=0.02)
+    other = await batch(store, "acme", 2, now=200.0)  # no cap of its own: not held
+    first = await claim(store, 3)
+    answers = [await store.reserve(j, 0.01, now=1000.0, defaults=NO_CAPS, hold_s=30.0) for j in first]
+    assert [a.held for a in answers] == [True, True, False]
+    held = [await store.get_job(j.id) for j in jobs[3:]]
+    assert all(j is not None and j.not_before == 1030.0 and j.error_code == "budget_wait" for j in held)
+    assert {j.id for j in await claim(store, 10)} == {j.id for j in other}  # nothing of the held batch

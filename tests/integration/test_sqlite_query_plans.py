@@ -21,6 +21,8 @@ HOT_QUERIES = [
     "aged_jobs",
     "count_in_flight",
     "count_fetching",
+    "hold_batch",
+    "hold_tenant",
 ]
 
 

@@ -43,8 +43,10 @@ def test_a_price_settles_a_reservation_and_an_unsettled_one_stays_counted() -> N
 def test_a_reservation_passing_any_cap_is_refused_and_names_it() -> None:
     caps = Caps(batch_usd=0.03, daily_usd=1.0, monthly_usd=None)
     assert refusal(caps, {"batch": 0.02}, 0.01) is None  # exactly at the cap fits
-    assert "max_spend_usd of $0.03" in str(refusal(caps, {"batch": 0.03}, 0.01))
-    assert "daily cap of $1" in str(refusal(caps, {"batch": 0.0, "day": 0.995}, 0.01))
+    batch = refusal(caps, {"batch": 0.03}, 0.01)
+    assert batch is not None and batch[0] == "batch" and "max_spend_usd of $0.03" in batch[1]
+    day = refusal(caps, {"batch": 0.0, "day": 0.995}, 0.01)
+    assert day is not None and day[0] == "day" and "daily cap of $1" in day[1]
     assert tightest(None, 5.0, 2.0, 0.0) == 2.0 and tightest(None, 0.0) is None
 
 

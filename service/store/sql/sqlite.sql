@@ -281,6 +281,17 @@ ON CONFLICT (scope, key) DO UPDATE SET usd = spend.usd + excluded.usd;
 SELECT scope, usd FROM spend
  WHERE (scope = 'batch' AND key = ?1) OR (scope = 'day' AND key = ?2) OR (scope = 'month' AND key = ?3);
 
+-- name: hold_batch
+-- A batch at its cap: its queued jobs wait (?1 until), with the reason shown as their error.
+UPDATE jobs SET not_before = ?1, error_code = 'budget_wait', error_message = ?2
+ WHERE batch_id = ?3 AND state = 'queued' AND not_before < ?1;
+
+-- name: hold_tenant
+-- A tenant at its daily or monthly cap: the queued jobs of its waiting batches wait (jobs_tenant_queued).
+UPDATE jobs SET not_before = ?1, error_code = 'budget_wait', error_message = ?2
+ WHERE tenant = ?3 AND state = 'queued' AND not_before < ?1
+   AND batch_id IN (SELECT id FROM batches WHERE tenant = ?3 AND on_budget = 'wait');
+
 -- name: select_tenant_budget
 SELECT * FROM tenant_budgets WHERE tenant = ?1;
 
