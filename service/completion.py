@@ -6,17 +6,16 @@ both call `apply_snapshot`, which runs `decide_snapshot` inside the store's writ
 
 from __future__ import annotations
 
-import random
 import time
 from dataclasses import dataclass
 
+from service.backoff import Backoff
+from service.changes import apply
 from service.context import Services
-from service.states import Event, State
-from service.store.base import Change, DecideFn, JobRow, Outcome, TaskRow, TaskUpsert
+from service.jobs import Change, DecideFn, JobRow, Outcome, TaskRow, TaskUpsert
+from service.states import IN_FLIGHT, Event, State
 from service.upstream.wire import FailureKind, TaskSnapshot, TaskStatus
-from service.wakeup import Topic
 
-_AWAITING = (State.SUBMITTING, State.UNKNOWN, State.SUBMITTED)
 CANCEL_REQUESTED = "cancel_requested"
 """error_code of a submitted job whose upstream cancel the API is asking for (see job_actions)."""
 
@@ -60,7 +59,7 @@ def decide_snapshot(
         upsert = TaskUpsert(snap.task_id, task_attempt, origin, snap.status.value)
         detail = {"task_id": snap.task_id, "status": snap.raw_status, "attempt": task_attempt}
         adopt = {"task_id": snap.task_id} if current and job.task_id is None else {}
-        if job.state not in _AWAITING:
+        if job.state not in IN_FLIGHT:
             # Stale or duplicate: only a task we never heard of is worth writing down (it was paid).
             return Change(None, source, task=upsert, note="task_recorded", detail=detail) if task is None else None
         if snap.status is TaskStatus.COMPLETED:
@@ -71,10 +70,6 @@ def decide_snapshot(
                     **adopt,
                     "output_urls": snap.output_urls,
                     "completed_at": now,
-                    "lease_owner": None,
-                    "lease_until": 0.0,
-                    "next_check_at": None,
-                    "unknown_since": None,
                 },
                 task=upsert,
                 detail=detail,
@@ -100,9 +95,6 @@ def decide_snapshot(
                 **adopt,
                 "submitted_at": job.submitted_at or now,
                 "next_check_at": now + policy.next_poll_s(snap.status),
-                "unknown_since": None,
-                "lease_owner": None,
-                "lease_until": None,
             },
             task=upsert,
             detail=detail,
@@ -170,12 +162,7 @@ def _failure(
                 source,
                 set={
                     "attempt": job.attempt + 1,
-                    "task_id": None,
                     "not_before": now + delay,
-                    "next_check_at": None,
-                    "unknown_since": None,
-                    "lease_owner": None,
-                    "lease_until": None,
                     "error_code": "upstream_rate_limited",
                     "error_message": message,
                 },
@@ -203,8 +190,7 @@ def _failure(
 
 def retry_delay(attempt: int, policy: SnapshotPolicy) -> float:
     """Backoff before attempt `attempt + 1` after a retryable failure, with jitter."""
-    ceiling = min(policy.retry_max_s, policy.retry_base_s * 2.0 ** max(0, attempt - 1))
-    return ceiling / 2 + random.random() * ceiling / 2
+    return Backoff(policy.retry_base_s, policy.retry_max_s).delay(attempt - 1)
 
 
 def policy_of(services: Services) -> SnapshotPolicy:
@@ -235,21 +221,4 @@ async def apply_snapshot(
         def decide(job: JobRow | None, task: TaskRow | None) -> Change | None:
             return first(job, task) or otherwise(job, task)
 
-    outcome = await services.store.transition(job_id, decide, task_id=snap.task_id)
-    if outcome.applied and outcome.after is not None:
-        record(services, outcome, source)
-    return outcome
-
-
-def record(services: Services, outcome: Outcome, source: str) -> None:
-    """Metrics and wake-ups that follow an applied change."""
-    if not outcome.state_changed or outcome.after is None or outcome.before is None:
-        return
-    after = outcome.after.state
-    services.metrics.transitions.labels(event=after.value, source=source).inc()
-    if after is State.FETCHING:
-        services.wakeup.notify(Topic.FETCH)
-    elif after is State.QUEUED:
-        services.wakeup.notify(Topic.SUBMIT)
-    elif after.is_terminal:
-        services.wakeup.notify(Topic.DELIVER)  # its event is in the outbox
+    return await apply(services, job_id, decide, source=source, task_id=snap.task_id)

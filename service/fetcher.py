@@ -8,7 +8,7 @@ import time
 from urllib.parse import urlsplit
 
 from service.backoff import Backoff
-from service.completion import record
+from service.changes import apply
 from service.context import Services
 from service.download import (
     Downloaded,
@@ -19,9 +19,9 @@ from service.download import (
     download_image,
 )
 from service.inline_outputs import inline_image, is_inline, source_of
+from service.jobs import ArtifactRow, Change, JobRow, TaskRow
 from service.pricing import price_usd
 from service.states import Event, State
-from service.store.base import ArtifactRow, Change, JobRow, TaskRow
 from service.upstream.errors import UpstreamError
 from service.upstream.wire import TaskStatus
 from service.urlguard import GuardedSession
@@ -192,6 +192,4 @@ class Fetcher(Worker):
             held = current is not None and current.state is State.FETCHING and current.lease_owner == self.owner
             return change if held else None
 
-        outcome = await self.services.store.transition(job.id, decide)
-        record(self.services, outcome, "fetcher")
-        return outcome.applied
+        return (await apply(self.services, job.id, decide, source="fetcher")).applied

@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from service.artifacts import LocalArtifactStore
+from service.jobs import EventRow
 from service.states import Event, State, transition
-from service.store.base import EventRow, Store
+from service.store import Store
 
 ACK_SKEW_S = 0.05
 """Clock slack when comparing a recorded decision with the sandbox's acknowledgement time (one machine)."""

@@ -11,10 +11,11 @@ from dataclasses import dataclass
 
 import structlog
 
-from service.completion import CANCEL_REQUESTED, record
+from service.changes import apply
+from service.completion import CANCEL_REQUESTED
 from service.context import Services
+from service.jobs import Change, DecideFn, JobRow, Outcome, TaskRow
 from service.states import Event, State, transition
-from service.store.base import Change, DecideFn, JobRow, Outcome, TaskRow
 from service.upstream.errors import UpstreamError
 from service.webhook_secrets import MAX_ATTEMPTS_VERIFIED
 
@@ -59,21 +60,7 @@ def retry(now: float) -> DecideFn:
             SOURCE,
             set={
                 "attempt": job.attempt + 1,
-                "task_id": None,
-                "error_code": None,
-                "error_message": None,
                 "not_before": now,
-                "submit_tries": 0,
-                "output_urls": (),
-                "next_check_at": None,
-                "unknown_since": None,
-                "finished_at": None,
-                "lease_owner": None,
-                "lease_until": None,
-                # The previous attempt's times would mislead the workers' schedules for the new one.
-                "submitted_at": None,
-                "completed_at": None,
-                "poll_count": 0,
             },
             detail={"next_attempt": job.attempt + 1},
         )
@@ -122,11 +109,10 @@ async def cancel_job(services: Services, tenant: str, job_id: str) -> Cancelled:
     job = await services.store.get_job(job_id)
     if job is not None and job.tenant == tenant and job.state is State.SUBMITTED and job.task_id:
         return await _cancel_running(services, tenant, job, job.task_id)
-    outcome = await services.store.transition(job_id, owned_by(tenant, cancel))
+    outcome = await apply(services, job_id, owned_by(tenant, cancel), source=SOURCE)
     if not outcome.applied:
         raise _refused(outcome, tenant, "not_cancellable")
     assert outcome.after is not None and outcome.before is not None  # applied outcomes carry both
-    record(services, outcome, SOURCE)
     log.info("job_cancelled", job_id=job_id, task_id=outcome.before.task_id)
     return Cancelled(outcome.after, outcome.before.task_id)
 
@@ -157,13 +143,12 @@ async def _cancel_running(services: Services, tenant: str, job: JobRow, task_id:
             return None
         return cancel(current, task)
 
-    outcome = await store.transition(job.id, decide)
+    outcome = await apply(services, job.id, decide, source=SOURCE)
     if not outcome.applied:
         if outcome.before is not None and outcome.before.state is State.CANCELLED:
             return Cancelled(outcome.before, None)  # the task's `cancelled` snapshot got here first
         raise _refused(outcome, tenant, "not_cancellable")
     assert outcome.after is not None
-    record(services, outcome, SOURCE)
     log.info("job_cancelled", job_id=job.id, task_id=task_id, upstream=answer.reason)
     return Cancelled(outcome.after, None)
 
@@ -184,12 +169,11 @@ async def cancel_upstream(services: Services, task_id: str) -> None:
 
 async def retry_job(services: Services, tenant: str, job_id: str) -> Outcome:
     """Queue `tenant`'s failed job for a new attempt; raises ActionRefused."""
-    outcome = await services.store.transition(job_id, owned_by(tenant, retry(time.time())))
+    outcome = await apply(services, job_id, owned_by(tenant, retry(time.time())), source=SOURCE)
     if not outcome.applied:
         before = outcome.before
         limited = before is not None and before.state is State.FAILED and not can_attempt(before.attempt + 1)
         raise _refused(outcome, tenant, "retry_limit" if limited else "not_retryable")
-    record(services, outcome, SOURCE)  # wakes the submitter: the job is queued again
     log.info("job_retried", job_id=job_id, attempt=outcome.after.attempt if outcome.after else None)
     return outcome
 

@@ -11,10 +11,11 @@ import asyncio
 import time
 
 from service.backoff import Backoff
-from service.completion import apply_snapshot, record
+from service.changes import apply
+from service.completion import apply_snapshot
 from service.context import Services
+from service.jobs import Change, JobRow, TaskRow
 from service.states import Event, State
-from service.store.base import Change, JobRow, TaskRow
 from service.upstream.errors import UpstreamError, UpstreamNotFound
 from service.upstream.wire import TaskStatus
 from service.wakeup import Topic
@@ -62,8 +63,7 @@ class Reconciler(Worker):
             ok = current is not None and current.state is when and current.attempt == job.attempt
             return change if ok else None
 
-        outcome = await self.services.store.transition(job.id, decide)
-        record(self.services, outcome, "reconciler")
+        await apply(self.services, job.id, decide, source="reconciler")
 
     async def _expire_lease(self, job: JobRow) -> None:
         """A submitter died holding this job mid-create: its task may exist, so wait for adoption."""
@@ -76,8 +76,6 @@ class Reconciler(Worker):
             set={
                 "unknown_since": now,
                 "next_check_at": now + s.adoption_window_s,
-                "lease_owner": None,
-                "lease_until": None,
             },
         )
         await self._write(job, change, when=State.SUBMITTING)
@@ -115,9 +113,6 @@ class Reconciler(Worker):
                 set={
                     "attempt": job.attempt + 1,
                     "not_before": time.time(),
-                    "unknown_since": None,
-                    "next_check_at": None,
-                    "task_id": None,
                 },
                 detail={"next_attempt": job.attempt + 1},
             )

@@ -13,7 +13,7 @@ from service.api.errors import ApiError, Problem, invalid, not_found
 from service.api.responses import json_response
 from service.context import Services
 from service.job_actions import ActionRefused, cancel_job, cancel_upstream, retry_job
-from service.store.base import JobRow
+from service.jobs import JobRow
 
 log = structlog.get_logger("segflow.api")
 

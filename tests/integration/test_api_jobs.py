@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 import pytest
 
 from service.completion import apply_snapshot
+from service.jobs import Change
 from service.states import Event, State
-from service.store.base import Change
 from service.upstream.client import CancelAnswer
 from service.upstream.wire import decode_task
 from service.wakeup import Topic

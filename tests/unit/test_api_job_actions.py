@@ -9,8 +9,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from service.job_actions import cancel, cancel_upstream, owned_by, retry
+from service.jobs import JobRow
 from service.states import Event, State
-from service.store.base import JobRow
 from service.upstream.client import CancelAnswer
 from service.upstream.errors import UpstreamError
 from service.webhook_secrets import MAX_ATTEMPTS_VERIFIED

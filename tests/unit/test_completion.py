@@ -7,8 +7,8 @@ import dataclasses
 import pytest
 
 from service.completion import SnapshotPolicy, SnapshotRefused, decide_snapshot
+from service.jobs import JobRow, TaskRow
 from service.states import Event, State
-from service.store.base import JobRow, TaskRow
 from service.upstream.wire import TaskError, TaskSnapshot, TaskStatus
 from tests.fixtures.rows import job_row
 
