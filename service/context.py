@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from service.artifacts import LocalArtifactStore
 from service.metrics import Metrics
-from service.settings import Settings
+from service.settings import Settings, check_for_service
 from service.signing import CallbackSigner
 from service.store import Store, open_store_for
 from service.upstream.client import UpstreamClient, UpstreamTimeouts
@@ -34,10 +34,7 @@ class Services:
 
 async def open_services(settings: Settings, store: Store | None = None) -> Services:
     """Open the store and the upstream client described by `settings`."""
-    if not settings.webhook_keys:
-        from service.settings import ConfigError
-
-        raise ConfigError("SEGFLOW_WEBHOOK_KEYS: required (comma-separated, first signs, all verify)")
+    check_for_service(settings)
     store = store or open_store_for(settings.database_url, group_commit_max=settings.group_commit_max)
     await store.open()
     upstream = UpstreamClient(

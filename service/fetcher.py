@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from urllib.parse import urlsplit
 
 from service.backoff import Backoff
 from service.completion import record
@@ -23,7 +22,7 @@ from service.states import Event, State
 from service.store.base import ArtifactRow, Change, JobRow, TaskRow
 from service.upstream.errors import UpstreamError
 from service.upstream.wire import TaskStatus
-from service.urlguard import GuardedSession
+from service.urlguard import GuardedSession, output_policy
 from service.wakeup import Topic
 from service.worker_base import Worker
 
@@ -38,18 +37,15 @@ class Fetcher(Worker):
     def __init__(self, services: Services) -> None:
         super().__init__(services)
         s = services.settings
-        hosts = set(s.output_hosts)
-        if s.upstream_is_sandbox:
-            hosts.add((urlsplit(s.upstream_url).hostname or "").lower())
         self.policy = DownloadPolicy(
-            allowed_hosts=frozenset(hosts),
-            allow_private=s.upstream_is_sandbox,
+            urls=output_policy(s),
             max_bytes=s.artifact_max_bytes,
             timeout_s=s.download_timeout_s,
+            max_redirects=s.download_max_redirects,
         )
         self.backoff = Backoff(2.0, 300.0)
         self.owner = f"{services.instance_id}:fetcher"
-        self.http = GuardedSession(self.policy.allow_private, limit=64)
+        self.http = GuardedSession(self.policy.urls.allow_private, limit=64)
 
     @property
     def interval(self) -> float:
