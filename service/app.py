@@ -28,7 +28,8 @@ def create_app(services: Services, *, roles: Sequence[str] = ()) -> Starlette:
             await running.stop()
 
     routes = [
-        Route("/webhooks/qubico/{job_id}", receive_webhook, methods=["POST"]),
+        Route("/webhooks/qubico/{job_id}/{attempt}", receive_webhook, methods=["POST"]),
+        Route("/webhooks/qubico/{job_id}", receive_webhook, methods=["POST"]),  # before attempts were in it
         *api_routes(),
         *console_routes(),
     ]

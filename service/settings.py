@@ -42,6 +42,7 @@ class Settings:
     keep_alive_s: float = _opt("server", "keep_alive_s", 5.0)
     max_connections: int = _opt("server", "max_connections", 1000)
     max_header_bytes: int = _opt("server", "max_header_bytes", 16_384)
+    legacy_webhook_path: bool = _opt("server", "legacy_webhook_path", True)
     # [database]
     database_url: str = _opt("database", "url", "sqlite:///.segflow/segflow.db")
     group_commit_max: int = _opt("database", "group_commit_max", 256)

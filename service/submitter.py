@@ -21,6 +21,7 @@ from service.upstream.errors import (
 )
 from service.upstream.wire import CreateRequest, TaskSnapshot
 from service.wakeup import Topic
+from service.webhook_secrets import webhook_path
 from service.worker_base import Worker
 
 # A refusal that says the account, not the job, is the problem: wait for an operator, don't fail.
@@ -70,7 +71,7 @@ class Submitter(Worker):
                 prompt=job.prompt,
                 negative_prompt=job.negative_prompt,
                 segment_factor=job.segment_factor,
-                webhook_endpoint=f"{self.services.settings.public_url.rstrip('/')}/webhooks/qubico/{job.id}",
+                webhook_endpoint=self.services.settings.public_url.rstrip("/") + webhook_path(job.id, job.attempt),
                 webhook_secret=self.services.secrets.derive(job.id, job.attempt),
                 service_mode=self.services.settings.upstream_service_mode,
             )

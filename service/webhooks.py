@@ -1,10 +1,12 @@
-"""The upstream webhook receiver: POST /webhooks/qubico/{job_id}.
+"""The upstream webhook receiver: POST /webhooks/qubico/{job_id}/{attempt} (and the older
+/webhooks/qubico/{job_id}, for tasks created before the attempt was in the path).
 
-Order of checks, cheapest first, so a flood of bad deliveries never reaches the database: secret
-present (401), body size (413), secret valid for this job under any master key (401), strict
-decoding (400), segment task (400), then the completion path as one durable compare-and-set
-(404 unknown job, 400 foreign task, 503 store down). 200 for accepted, stale and duplicate
-deliveries alike, so the upstream stops retrying.
+Order of checks, cheapest first, so a flood of bad deliveries never reaches the database and costs
+no more than a good one: secret present (401), a well-formed job id and attempt (404, before any
+HMAC), body size (413), secret valid for this job's attempt under any master key (401, one HMAC per
+key), strict decoding (400), segment task (400), then the completion path as one durable
+compare-and-set (404 unknown job, 400 foreign task, 503 store down). 200 for accepted, stale and
+duplicate deliveries alike, so the upstream stops retrying.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from service.context import Services
 from service.http_body import BodyTooLarge, read_limited
 from service.store.base import StoreError
 from service.upstream.wire import WireError, decode_webhook
+from service.webhook_secrets import parse_attempt, well_formed_job_id
 
 log = structlog.get_logger("segflow.webhooks")
 
@@ -38,8 +41,15 @@ async def receive_webhook(request: Request) -> Response:
     job_id: str = request.path_params["job_id"]
     secret = request.headers.get("x-webhook-secret")
     if not secret:
-        log.info("webhook_rejected", job_id=job_id, reason="missing_secret")
+        log.info("webhook_rejected", reason="missing_secret")
         return _answer(401, "unauthorized", services, started)
+    raw_attempt: str | None = request.path_params.get("attempt")
+    attempt = parse_attempt(raw_attempt) if raw_attempt is not None else None
+    legacy = raw_attempt is None and services.settings.legacy_webhook_path
+    if not well_formed_job_id(job_id) or (attempt is None and not legacy):
+        # Not an endpoint segflow hands out: nothing to look up, and nothing worth an HMAC.
+        log.info("webhook_rejected", reason="malformed_path")
+        return _answer(404, "unknown_job", services, started)
     try:
         body = await read_limited(request, services.settings.max_webhook_body)
     except BodyTooLarge:
@@ -47,7 +57,10 @@ async def receive_webhook(request: Request) -> Response:
         return _answer(413, "too_large", services, started)
     except ClientDisconnect:
         return _answer(400, "disconnected", services, started)
-    attempt = services.secrets.attempt_of(job_id, secret)
+    if attempt is None:  # an endpoint from before the attempt was in the path
+        attempt = services.secrets.attempt_of(job_id, secret, max_attempt=services.settings.max_attempts)
+    elif not services.secrets.verify(job_id, attempt, secret):
+        attempt = None
     if attempt is None:
         log.info("webhook_rejected", job_id=job_id, reason="wrong_secret")
         return _answer(401, "unauthorized", services, started)
