@@ -19,7 +19,7 @@ from starlette.responses import Response
 
 from service.completion import SnapshotRefused, apply_snapshot
 from service.context import Services
-from service.http_body import BodyTooLarge, read_limited
+from service.http_body import BodyTooLarge, BodyTooSlow, read_limited
 from service.store.base import StoreError
 from service.upstream.wire import WireError, decode_webhook
 from service.webhook_secrets import parse_attempt, well_formed_job_id
@@ -55,6 +55,9 @@ async def receive_webhook(request: Request) -> Response:
     except BodyTooLarge:
         log.info("webhook_rejected", job_id=job_id, reason="too_large")
         return _answer(413, "too_large", services, started)
+    except BodyTooSlow:
+        log.info("webhook_rejected", job_id=job_id, reason="too_slow")
+        return _answer(408, "too_slow", services, started)
     except ClientDisconnect:
         return _answer(400, "disconnected", services, started)
     if attempt is None:  # an endpoint from before the attempt was in the path

@@ -13,6 +13,7 @@ from service.api.endpoint import Call
 from service.api.errors import ApiError, not_found
 from service.api.listing import encode_batch_cursor, encode_cursor, parse_batch_listing, parse_listing
 from service.api.responses import json_response
+from service.quotas import charge_batch_request, check_open_jobs
 from service.store.base import BatchRow, IdempotencyConflict
 from service.wakeup import Topic
 
@@ -23,8 +24,10 @@ async def create_batch(call: Call) -> Response:
     """POST /v1/batches: store every job of a valid batch as queued, or nothing at all."""
     services = call.services
     key = idempotency_key(call.request)
+    await charge_batch_request(services, call.tenant, time.time())  # before the body is even read
     doc = await read_json(call.request, services.settings.max_request_body)
     request = decode_batch(doc, services.settings)
+    await check_open_jobs(services, call.tenant, len(request.items))
     try:
         batch, jobs, created = await services.store.create_batch(
             call.tenant,

@@ -18,6 +18,7 @@ from service.api.auth import Authenticator
 from service.api.errors import ApiError
 from service.api.responses import error_response
 from service.context import Services
+from service.http_body import BodyTooSlow
 from service.store.base import StoreError
 
 log = structlog.get_logger("segflow.api")
@@ -72,6 +73,10 @@ def guarded(handler: RequestHandler) -> RequestHandler:
                     headers={"retry-after": "1"},
                 )
                 response = error_response(unavailable)
+            except BodyTooSlow:
+                log.info("api_body_too_slow", path=request.url.path)
+                slow = ApiError(408, "body_timeout", "the request body did not arrive in time", headers={"connection": "close"})
+                response = error_response(slow)
             except ClientDisconnect:
                 # Nobody is left to read an answer; nothing was stored, since the body was incomplete.
                 log.info("api_client_disconnected", path=request.url.path)

@@ -42,6 +42,7 @@ from service.store.base import (
 from service.store.migrations import migration_files
 from service.store.pg_callbacks import PostgresCallbacks, write_outbox
 from service.store.postgres_sql import (
+    ADD_USAGE,
     AGED_JOBS,
     BATCH_COUNTS,
     BATCH_JOBS,
@@ -66,6 +67,8 @@ from service.store.postgres_sql import (
     MIGRATION_UNLOCK,
     MUTABLE,
     NOTIFY,
+    OPEN_JOBS,
+    PRUNE_USAGE,
     SELECT_ARTIFACTS,
     SELECT_BATCH,
     SELECT_BATCH_BY_KEY,
@@ -316,6 +319,19 @@ class PostgresStore(PostgresCallbacks):
     async def tenant_for_key(self, key_hash: str) -> str | None:
         tenant = await self._read(lambda c: c.fetchval(SELECT_KEY, key_hash))
         return str(tenant) if tenant is not None else None
+
+    # quotas ----------------------------------------------------------------------------------
+
+    async def add_usage(self, tenant: str, kind: str, window_start: float, amount: int, limit: int) -> int | None:
+        async def op(c: Conn) -> int | None:
+            await c.execute(PRUNE_USAGE, tenant, kind, window_start)  # earlier windows are over
+            total = await c.fetchval(ADD_USAGE, tenant, kind, window_start, amount, limit)
+            return int(total) if total is not None else None
+
+        return await self._tx(op) if amount <= limit else None
+
+    async def open_jobs(self, tenant: str) -> int:
+        return int(await self._read(lambda c: c.fetchval(OPEN_JOBS, tenant)))
 
     # batches -------------------------------------------------------------------------------
 

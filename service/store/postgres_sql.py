@@ -111,3 +111,15 @@ CREATE_MIGRATIONS = (
     "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, applied_at double precision)"
 )
 MIGRATION_UNLOCK = "SELECT pg_advisory_unlock(727000)"
+
+# Quotas: add to a usage window only while the total stays within the limit (no row: refused).
+ADD_USAGE = (
+    "INSERT INTO tenant_usage (tenant, kind, window_start, amount) VALUES ($1, $2, $3, $4) "
+    "ON CONFLICT (tenant, kind, window_start) DO UPDATE SET amount = tenant_usage.amount + excluded.amount "
+    "WHERE tenant_usage.amount + excluded.amount <= $5 RETURNING amount"
+)
+PRUNE_USAGE = "DELETE FROM tenant_usage WHERE tenant = $1 AND kind = $2 AND window_start < $3"
+OPEN_JOBS = (
+    "SELECT count(*) FROM jobs WHERE tenant = $1 "
+    "AND state IN ('queued', 'submitting', 'unknown', 'submitted', 'fetching')"
+)

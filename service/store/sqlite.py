@@ -40,6 +40,7 @@ from service.store.base import (
 from service.store.migrations import migration_files
 from service.store.sqlite_callbacks import SqliteCallbacks, write_outbox
 from service.store.sqlite_sql import (
+    ADD_USAGE,
     AGED_JOBS,
     BATCH_COUNTS,
     BATCH_JOBS,
@@ -58,6 +59,8 @@ from service.store.sqlite_sql import (
     INSERT_KEY,
     JOB_COLS,
     JOB_COUNTS,
+    OPEN_JOBS,
+    PRUNE_USAGE,
     SELECT_ARTIFACTS,
     SELECT_BATCH,
     SELECT_BATCH_BY_KEY,
@@ -221,6 +224,19 @@ class SqliteStore(SqliteCallbacks):
     async def tenant_for_key(self, key_hash: str) -> str | None:
         row = await self._read(lambda c: c.execute(SELECT_KEY, (key_hash,)).fetchone())
         return str(row[0]) if row else None
+
+    # quotas ----------------------------------------------------------------------------------
+
+    async def add_usage(self, tenant: str, kind: str, window_start: float, amount: int, limit: int) -> int | None:
+        def op(c: sqlite3.Connection) -> int | None:
+            c.execute(PRUNE_USAGE, (tenant, kind, window_start))  # earlier windows are over
+            row = c.execute(ADD_USAGE, (tenant, kind, window_start, amount, limit)).fetchone()
+            return int(row[0]) if row else None
+
+        return await self._write(op) if amount <= limit else None
+
+    async def open_jobs(self, tenant: str) -> int:
+        return int((await self._read(lambda c: c.execute(OPEN_JOBS, (tenant,)).fetchone()))[0])
 
     # batches -------------------------------------------------------------------------------
 

@@ -89,3 +89,15 @@ FLOW_COUNTS = (
 )
 INSERT_KEY = "INSERT OR REPLACE INTO api_keys (key_hash, tenant, label, created_at) VALUES (?, ?, ?, ?)"
 SELECT_KEY = "SELECT tenant FROM api_keys WHERE key_hash = ?"
+
+# Quotas: add to a usage window only while the total stays within the limit (no row: refused).
+ADD_USAGE = (
+    "INSERT INTO tenant_usage (tenant, kind, window_start, amount) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (tenant, kind, window_start) DO UPDATE SET amount = tenant_usage.amount + excluded.amount "
+    "WHERE tenant_usage.amount + excluded.amount <= ? RETURNING amount"
+)
+PRUNE_USAGE = "DELETE FROM tenant_usage WHERE tenant = ? AND kind = ? AND window_start < ?"
+OPEN_JOBS = (
+    "SELECT count(*) FROM jobs WHERE tenant = ? "
+    "AND state IN ('queued', 'submitting', 'unknown', 'submitted', 'fetching')"
+)

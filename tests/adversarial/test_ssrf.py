@@ -345,6 +345,7 @@ async def test_output_urls_from_a_signed_webhook_never_reach_a_private_address(
         "http://127.0.0.1:9",
         roles=("fetcher",),
         upstream_is_sandbox=False,
+        upstream_api_key="production-key-0123456789",
         allow_private_image_urls=False,
         output_hosts=(OUTPUT_HOST, name),
     )

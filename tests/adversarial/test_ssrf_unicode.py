@@ -126,7 +126,11 @@ async def test_output_urls_with_unicode_spellings_from_a_signed_webhook_are_neve
     in Unicode; each job fails `output_invalid` and the loopback server behind them is never hit."""
     server, _ = output_host
     sf = await segflow(
-        "http://127.0.0.1:9", roles=("fetcher",), upstream_is_sandbox=False, allow_private_image_urls=False
+        "http://127.0.0.1:9",
+        roles=("fetcher",),
+        upstream_is_sandbox=False,
+        upstream_api_key="production-key-0123456789",
+        allow_private_image_urls=False,
     )
     async with aiohttp.ClientSession() as http:
         api = Api(sf, http)
