@@ -1,5 +1,5 @@
 """Webhook verification cost: server CPU per request for a wrong secret against a valid delivery,
-with one and four master keys (issue 13: a wrong secret must cost at most 1.2× a right one).
+with one and four master keys (issue 13: a wrong secret must cost at most 1.2 times a right one).
 
 The server under test is `segflow` in its own process (uvicorn + httptools, as in ingest.py); its
 CPU time is read from /proc before and after each phase, so the load generator's CPU is not
@@ -92,7 +92,8 @@ async def _send(url: str, requests: list[tuple[str, str, bytes]], concurrency: i
 
 def _phases(pairs: list[tuple[str, str]], per_phase: int, runs: int) -> list[tuple[str, list[tuple[str, str, bytes]]]]:
     """(phase name, requests) in the order sent: valid, then each kind of wrong one, per run."""
-    valid = [(webhook_path(job, 1), secret, body) for (path, secret, body), (job, _) in zip(requests_for(pairs), pairs)]
+    signed = zip(requests_for(pairs), pairs, strict=True)
+    valid = [(webhook_path(job, 1), secret, body) for (_, secret, body), (job, _) in signed]
     wrong_secret = WebhookSecrets([b"not-a-configured-key-0123456789"])
     out = []
     for r in range(runs):
@@ -100,7 +101,9 @@ def _phases(pairs: list[tuple[str, str]], per_phase: int, runs: int) -> list[tup
         out.append(("valid", chunk))
         out.append(("wrong secret", [(p, wrong_secret.derive(p.split("/")[3], 1), b) for p, _, b in chunk]))
         out.append(("wrong secret, old endpoint", [(p.rsplit("/", 1)[0], "x" * 43, b) for p, _, b in chunk]))
-        out.append(("wrong secret, 60 KB job id", [(f"/webhooks/qubico/{'j' * 60_000}/1", "x" * 43, b) for _, _, b in chunk]))
+        out.append(
+            ("wrong secret, 60 KB job id", [(f"/webhooks/qubico/{'j' * 60_000}/1", "x" * 43, b) for _, _, b in chunk])
+        )
     return out
 
 
@@ -142,7 +145,9 @@ def rows(full: bool = False) -> list[dict[str, Any]]:
         cost = measure(keys, per_phase, runs)
         valid = statistics.median(cost["valid"])
         noun = "key" if keys == 1 else "keys"
-        out.append(row(f"webhook CPU, valid delivery, {keys} {noun} (baseline)", "ms/req", cost["valid"], valid, command))
+        out.append(
+            row(f"webhook CPU, valid delivery, {keys} {noun} (baseline)", "ms/req", cost["valid"], valid, command)
+        )
         for name in ("wrong secret", "wrong secret, old endpoint", "wrong secret, 60 KB job id"):
             out.append(row(f"webhook CPU, {name}, {keys} {noun}", "ms/req", cost[name], valid, command))
     return out

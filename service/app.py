@@ -34,5 +34,8 @@ def create_app(services: Services, *, roles: Sequence[str] = ()) -> Starlette:
         *console_routes(),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=exception_handlers())
+    # Starlette's trailing-slash redirect builds its Location from the Host header, which anyone
+    # may set: a path that differs by a slash is a 404 like any other unknown path.
+    app.router.redirect_slashes = False
     app.state.services = services
     return app

@@ -27,7 +27,8 @@ def _logging(settings: Settings) -> None:
     configure_logging(
         settings.log_format,
         settings.log_level,
-        secrets=[*settings.webhook_keys, *settings.api_keys, settings.upstream_api_key],
+        # API keys are configured as tenant:key; the key alone is what could reach a log line.
+        secrets=[*settings.webhook_keys, *(p.partition(":")[2] for p in settings.api_keys), settings.upstream_api_key],
     )
 
 
@@ -39,19 +40,12 @@ async def _serve(settings: Settings, roles: Sequence[str]) -> int:
 
     from service.app import create_app
     from service.context import open_services
+    from service.serving import server_config
 
     services = await open_services(settings)
     try:
         app = create_app(services, roles=roles)
-        config = uvicorn.Config(
-            app,
-            host=settings.host,
-            port=settings.port,
-            access_log=False,
-            log_config=None,
-            lifespan="on",
-            timeout_graceful_shutdown=10,
-        )
+        config = server_config(app, settings, host=settings.host, port=settings.port, timeout_graceful_shutdown=10)
         await uvicorn.Server(config).serve()
     finally:
         await services.close()

@@ -12,6 +12,7 @@ from PIL import Image
 from yarl import URL
 
 from service.urlguard import UrlPolicy, UrlRefused
+
 _MAX_PIXELS = 3072 * 3072 * 4
 
 

@@ -43,6 +43,7 @@ def _decode_slot() -> asyncio.Semaphore:
     """This event loop's decode semaphore (a semaphore belongs to one loop; tests run many)."""
     return _decoding.setdefault(asyncio.get_running_loop(), asyncio.Semaphore(DECODE_SLOTS))
 
+
 # Stored files are served as inert downloads: never sniffed into HTML, never run as a page.
 INERT_HEADERS = {"x-content-type-options": "nosniff", "content-security-policy": "sandbox"}
 
@@ -54,8 +55,7 @@ def inert_headers(filename: str) -> dict[str, str]:
 async def spool_upload(request: Request, limit: int, folder: Path) -> tuple[Path, int]:
     """Stream the body into a new temporary file in `folder`, within `limit` bytes: (path, size).
     The caller owns the file (and deletes it)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=folder, prefix=".upload-")
+    fd, name = await asyncio.to_thread(_new_temporary, folder)
     path, size = Path(name), 0
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -63,9 +63,14 @@ async def spool_upload(request: Request, limit: int, folder: Path) -> tuple[Path
                 size += len(chunk)
                 await asyncio.to_thread(fh.write, chunk)
     except BaseException:
-        path.unlink(missing_ok=True)
+        await asyncio.to_thread(path.unlink, missing_ok=True)
         raise
     return path, size
+
+
+def _new_temporary(folder: Path) -> tuple[int, str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    return tempfile.mkstemp(dir=folder, prefix=".upload-")
 
 
 def place_file(temporary: Path, target: Path) -> None:

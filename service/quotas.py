@@ -54,7 +54,9 @@ async def charge_upload(services: Services, tenant: str, nbytes: int, now: float
         return
     start, left_s = _window(now, DAY_S)
     if await services.store.add_usage(tenant, "upload_bytes", start, nbytes, limit) is None:
-        raise _refused("upload_bytes_per_day", limit, f"this upload would pass the daily quota of {limit} bytes", left_s)
+        raise _refused(
+            "upload_bytes_per_day", limit, f"this upload would pass the daily quota of {limit} bytes", left_s
+        )
 
 
 async def charge_batch_request(services: Services, tenant: str, now: float) -> None:

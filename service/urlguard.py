@@ -2,8 +2,9 @@
 redirect hop), applied twice: when the URL is accepted, and on the address of every connection.
 
 At acceptance the host is normalised exactly as the HTTP client will (yarl: IDNA / UTS-46, so
-`127．0．0．1`, `①②⑦.0.0.1` and `１２７.0.0.1` are all `127.0.0.1`), and the rules are applied to
-the result. A non-ASCII spelling of an address is refused outright: no real host is written so.
+127.0.0.1 written with full-width or ideographic dots, circled or full-width digits is 127.0.0.1),
+and the rules are applied to the result. A non-ASCII spelling of an address is refused outright:
+no real host is written so.
 
 At connect time the guarded session checks the address each socket is about to connect to, for
 names and literal addresses alike (aiohttp connects to a literal without calling the resolver),
@@ -102,9 +103,7 @@ class UrlPolicy:
         if address is None and not _NAME.fullmatch(host):
             raise UrlRefused(f"host {host} is not a valid host name")
         name = host.rstrip(".")
-        if self.allowed_hosts is not None and not any(
-            name == h or name.endswith("." + h) for h in self.allowed_hosts
-        ):
+        if self.allowed_hosts is not None and not any(name == h or name.endswith("." + h) for h in self.allowed_hosts):
             raise UrlRefused(f"host {name} is not an allowed output host")
         if not self.allow_private and (
             name == "localhost" or name.endswith(".localhost") or (address is not None and not is_public(address))

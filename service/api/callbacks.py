@@ -17,8 +17,8 @@ from service.api.fields import url_problem
 from service.api.responses import json_response
 from service.api.views import rfc3339
 from service.callback_events import EVENT_TYPES
-from service.urlguard import callback_policy
 from service.store.base import DeliveryAttemptRow, DeliveryRow, OutboxRow, SubscriptionRow
+from service.urlguard import callback_policy
 from service.wakeup import Topic
 
 _SUBSCRIPTION_FIELDS = frozenset({"url", "event_types", "ed25519"})

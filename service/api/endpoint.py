@@ -75,7 +75,9 @@ def guarded(handler: RequestHandler) -> RequestHandler:
                 response = error_response(unavailable)
             except BodyTooSlow:
                 log.info("api_body_too_slow", path=request.url.path)
-                slow = ApiError(408, "body_timeout", "the request body did not arrive in time", headers={"connection": "close"})
+                slow = ApiError(
+                    408, "body_timeout", "the request body did not arrive in time", headers={"connection": "close"}
+                )
                 response = error_response(slow)
             except ClientDisconnect:
                 # Nobody is left to read an answer; nothing was stored, since the body was incomplete.

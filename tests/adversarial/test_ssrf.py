@@ -38,7 +38,7 @@ from cryptography.x509.oid import NameOID
 from service.download import DownloadInvalid, DownloadPolicy, DownloadTransient, download_image
 from service.states import Event
 from service.store.base import Change, TaskUpsert
-from service.urlguard import UrlPolicy, GuardedResolver, is_public
+from service.urlguard import GuardedResolver, UrlPolicy, is_public
 from tests.fixtures.api import IMAGE, Api, png, running_api
 from tests.fixtures.segflow import Starter
 
@@ -244,7 +244,11 @@ def tripwire(allowed_hosts: set[str], started: list[str]) -> aiohttp.TraceConfig
     return trace
 
 
-STRICT = DownloadPolicy(urls=UrlPolicy(allow_private=False, https_only=True, allowed_hosts=frozenset({OUTPUT_HOST})), max_bytes=65_536, timeout_s=5)
+STRICT = DownloadPolicy(
+    urls=UrlPolicy(allow_private=False, https_only=True, allowed_hosts=frozenset({OUTPUT_HOST})),
+    max_bytes=65_536,
+    timeout_s=5,
+)
 
 
 def session_for(dns: LocalDns, client_tls: ssl.SSLContext, started: list[str]) -> aiohttp.ClientSession:

@@ -1,3 +1,4 @@
+# ruff: noqa: RUF001  (look-alike characters are what these tests are about)
 """SSRF through hosts the HTTP client normalises (issue 13, finding 1): Unicode dots and digits
 that yarl's IDNA / UTS-46 step turns into a literal address, for every kind of outbound URL, and
 the connect-time check on the address of every connection, literal addresses included.
@@ -19,7 +20,6 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from yarl import URL
@@ -28,6 +28,7 @@ from service.download import DownloadInvalid, download_image
 from service.states import Event
 from service.store.base import Change, TaskUpsert
 from service.urlguard import GuardedSession, UrlPolicy, UrlRefused, is_public
+from service.webhook_secrets import webhook_path
 from tests.adversarial.test_ssrf import (
     DATA,
     OUTPUT_HOST,
@@ -37,10 +38,9 @@ from tests.adversarial.test_ssrf import (
     output_host,
     session_for,
 )
-from service.webhook_secrets import webhook_path
 from tests.fixtures.api import IMAGE, Api, running_api
-from tests.fixtures.segflow import Starter
 from tests.fixtures.sandbox import wait_until
+from tests.fixtures.segflow import Starter
 
 __all__ = ["output_host"]  # the fixture, used here by name
 
@@ -203,7 +203,7 @@ async def test_the_guarded_session_never_connects_to_a_loopback_address(host: st
         guarded = GuardedSession(allow_private=False, limit=4)
         try:
             # Refused at connect time (or, for the legacy numeric forms, by aiohttp itself).
-            with pytest.raises(aiohttp.ClientError, match="refused|private|canonical"):
+            with pytest.raises(aiohttp.ClientError, match=r"refused|private|canonical"):
                 async with guarded.get().get(f"http://{host}:{listener.port}/", timeout=aiohttp.ClientTimeout(5)):
                     pass
         finally:
@@ -292,7 +292,9 @@ POLICIES = [
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(host=st.one_of(spelled_private_ipv4(), st.text(alphabet="0123456789０１２７①②⑦⓪.．。x", min_size=1, max_size=16)))
+@given(
+    host=st.one_of(spelled_private_ipv4(), st.text(alphabet="0123456789０１２７①②⑦⓪.．。x", min_size=1, max_size=16))
+)
 def test_any_host_the_client_would_connect_to_a_non_public_address_is_refused(host: str) -> None:
     url = f"https://{host}/a.png"
     address = connects_to(url)

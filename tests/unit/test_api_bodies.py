@@ -9,8 +9,8 @@ import pytest
 from service.api.bodies import decode_batch
 from service.api.errors import ApiError
 from service.api.fields import url_problem
-from service.urlguard import UrlPolicy
 from service.settings import Settings
+from service.urlguard import UrlPolicy
 
 IMAGE = "https://images.example.com/a.png"
 
