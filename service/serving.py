@@ -38,6 +38,10 @@ _TIMEOUT = _bare_answer("408 Request Timeout")
 _TOO_LARGE = _bare_answer("431 Request Header Fields Too Large")
 
 
+class HeadersTooLarge(Exception):
+    """A request's line and headers passed `max_header_bytes`."""
+
+
 class _ConnectionGuard:
     """Mixed into a uvicorn HTTP protocol class (h11 or httptools); see the module docstring."""
 
@@ -52,6 +56,7 @@ class _ConnectionGuard:
 
     _header_timer: asyncio.TimerHandle | None = None
     _header_bytes = 0
+    _parsed_bytes = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         super().connection_made(transport)  # type: ignore[misc]
@@ -61,17 +66,37 @@ class _ConnectionGuard:
         self._watch()
 
     def data_received(self, data: bytes) -> None:
-        if self._waiting():
+        super().data_received(data)  # type: ignore[misc]
+        if self._waiting():  # these bytes did not complete a request's headers
             self._header_bytes += len(data)
             if self._header_bytes > self.max_header_bytes:
                 self._cut(_TOO_LARGE)
                 return
-        super().data_received(data)  # type: ignore[misc]
         self._watch()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()  # type: ignore[misc]
         self._watch()
+
+    # httptools' parser callbacks: the request line and headers of one request, counted as they are
+    # parsed (one read can hold a whole request; h11 has its own limit, h11_max_incomplete_event_size).
+    def on_message_begin(self) -> None:
+        self._parsed_bytes = 0
+        super().on_message_begin()  # type: ignore[misc]
+
+    def on_url(self, url: bytes) -> None:
+        self._parsed(len(url))
+        super().on_url(url)  # type: ignore[misc]
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._parsed(len(name) + len(value) + 4)
+        super().on_header(name, value)  # type: ignore[misc]
+
+    def _parsed(self, n: int) -> None:
+        self._parsed_bytes += n
+        if self._parsed_bytes > self.max_header_bytes:
+            self._cut(_TOO_LARGE)
+            raise HeadersTooLarge  # stops the parser; uvicorn then drops the connection
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()

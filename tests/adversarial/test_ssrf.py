@@ -44,6 +44,7 @@ from tests.fixtures.segflow import Starter
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "upstream"
 OUTPUT_HOST = "img.theapi.app"  # the production output host, resolved to 127.0.0.1 by the tests' DNS
+LEGACY_OUTPUT_HOST = "img.midjourneyapi.xyz"  # the provider's earlier output host
 
 # Spellings of non-public addresses not covered by the existing tests.
 PRIVATE_HOSTS = [
@@ -142,7 +143,7 @@ class LocalDns(AbstractResolver):
 
 
 class FrontDoorResolver(AbstractResolver):
-    """The allowed output host resolves to the test server on 127.0.0.1 (as if it were public);
+    """The allowed output hosts resolve to the test server on 127.0.0.1 (as if they were public);
     every other name goes through segflow's real guard, on the test DNS."""
 
     def __init__(self, dns: LocalDns) -> None:
@@ -152,7 +153,7 @@ class FrontDoorResolver(AbstractResolver):
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
-        if host == OUTPUT_HOST:
+        if host in (OUTPUT_HOST, LEGACY_OUTPUT_HOST):
             return await self.dns.resolve(host, port, family)
         return await self.guard.resolve(host, port, family)
 
@@ -168,6 +169,7 @@ def tls_context(tmp_path: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     alt = [
         x509.DNSName(OUTPUT_HOST),
         x509.DNSName(f"cdn.{OUTPUT_HOST}"),
+        x509.DNSName(LEGACY_OUTPUT_HOST),
         x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
     ]
     cert = (
@@ -253,7 +255,7 @@ STRICT = DownloadPolicy(
 
 def session_for(dns: LocalDns, client_tls: ssl.SSLContext, started: list[str]) -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(resolver=FrontDoorResolver(dns), ssl=client_tls)
-    allowed = {OUTPUT_HOST, f"cdn.{OUTPUT_HOST}", f"rebind.{OUTPUT_HOST}"}
+    allowed = {OUTPUT_HOST, f"cdn.{OUTPUT_HOST}", f"rebind.{OUTPUT_HOST}", LEGACY_OUTPUT_HOST}
     return aiohttp.ClientSession(connector=connector, trace_configs=[tripwire(allowed, started)])
 
 

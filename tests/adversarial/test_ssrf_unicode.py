@@ -24,13 +24,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from yarl import URL
 
-from service.download import DownloadInvalid, download_image
+from service.download import DownloadInvalid, DownloadPolicy, download_image
+from service.settings import Settings
 from service.states import Event
 from service.store.base import Change, TaskUpsert
-from service.urlguard import GuardedSession, UrlPolicy, UrlRefused, is_public
+from service.urlguard import GuardedSession, UrlPolicy, UrlRefused, is_public, output_policy
 from service.webhook_secrets import webhook_path
 from tests.adversarial.test_ssrf import (
     DATA,
+    LEGACY_OUTPUT_HOST,
     OUTPUT_HOST,
     STRICT,
     LocalDns,
@@ -83,18 +85,18 @@ async def stored(api: Api) -> tuple[Any, ...]:
     )
 
 
-@pytest.mark.parametrize("host", LOOPBACK_SPELLINGS + PRIVATE_SPELLINGS)
-async def test_unicode_spellings_are_refused_for_images_callbacks_and_subscriptions(api: Api, host: str) -> None:
+async def test_unicode_spellings_are_refused_for_images_callbacks_and_subscriptions(api: Api) -> None:
     before = await stored(api)
-    url = f"https://{host}/cat.png"
-    image = await api.call("POST", "/v1/batches", json={"items": [{"image": url, "prompt": "car"}]})
-    callback = await api.call(
-        "POST", "/v1/batches", json={"items": [{"image": IMAGE, "prompt": "car"}], "callback_url": url}
-    )
-    subscription = await api.call("POST", "/v1/subscriptions", json={"url": url})
-    for answer, path in ((image, "items[0].image"), (callback, "callback_url"), (subscription, "url")):
-        assert answer.status == 422, (host, path, answer.status, answer.raw)
-        assert answer.paths == [path], answer.body
+    for host in LOOPBACK_SPELLINGS + PRIVATE_SPELLINGS:
+        url = f"https://{host}/cat.png"
+        image = await api.call("POST", "/v1/batches", json={"items": [{"image": url, "prompt": "car"}]})
+        callback = await api.call(
+            "POST", "/v1/batches", json={"items": [{"image": IMAGE, "prompt": "car"}], "callback_url": url}
+        )
+        subscription = await api.call("POST", "/v1/subscriptions", json={"url": url})
+        for answer, path in ((image, "items[0].image"), (callback, "callback_url"), (subscription, "url")):
+            assert answer.status == 422, (host, path, answer.status, answer.raw)
+            assert answer.paths == [path], answer.body
     assert await stored(api) == before
 
 
@@ -168,6 +170,71 @@ async def test_output_urls_with_unicode_spellings_from_a_signed_webhook_are_neve
             assert view["error"]["code"] == "output_invalid", view
             assert "non-ASCII" in view["error"]["message"], view
     assert server.hits == []
+
+
+# Output hosts and redirects (issue 15) --------------------------------------------------------
+
+
+def test_the_default_output_hosts_are_the_providers_documented_ones() -> None:
+    policy = output_policy(Settings())
+    for url in (
+        "https://img.theapi.app/temp/0f3c.png",
+        "https://img.theapi.app/ephemeral/0f3c.png",
+        "https://img.midjourneyapi.xyz/mj/0f3c.png",
+    ):
+        policy.check(url)
+    for url in (
+        "https://img.theapi.app.evil.example/a.png",
+        "http://img.theapi.app/temp/a.png",
+        "https://example.com/",
+    ):
+        with pytest.raises(UrlRefused):
+            policy.check(url)
+
+
+def redirect_chain(port: int, hops: int, last: str) -> str:
+    """A URL that redirects `hops` times, alternating between the two output host names."""
+    url = last
+    for n in range(hops):
+        host = LEGACY_OUTPUT_HOST if n % 2 == 0 else OUTPUT_HOST
+        url = f"https://{host}:{port}/to?where={aiohttp.helpers.quote(url, safe='')}"
+    return url
+
+
+@pytest.mark.parametrize("hops", [1, 3])
+async def test_redirects_between_output_hosts_are_followed_up_to_the_limit(
+    output_host: tuple[OutputHost, ssl.SSLContext], hops: int
+) -> None:
+    server, client_tls = output_host
+    policy = DownloadPolicy(urls=output_policy(Settings()), max_bytes=65_536, timeout_s=5, max_redirects=3)
+    dns = LocalDns({OUTPUT_HOST: ["127.0.0.1"], LEGACY_OUTPUT_HOST: ["127.0.0.1"]})
+    started: list[str] = []
+    first = redirect_chain(server.port, hops, f"https://{OUTPUT_HOST}:{server.port}/mask.png")
+    async with session_for(dns, client_tls, started) as http:
+        got = await download_image(http, first, policy)
+    assert (got.width, got.height) == (8, 8)
+    assert len(started) == hops + 1 and URL(started[0]).host == (LEGACY_OUTPUT_HOST if hops % 2 else OUTPUT_HOST)
+
+
+async def test_a_redirect_past_the_limit_or_off_the_host_list_is_not_followed(
+    output_host: tuple[OutputHost, ssl.SSLContext],
+) -> None:
+    server, client_tls = output_host
+    policy = DownloadPolicy(urls=output_policy(Settings()), max_bytes=65_536, timeout_s=5, max_redirects=3)
+    dns = LocalDns({OUTPUT_HOST: ["127.0.0.1"], LEGACY_OUTPUT_HOST: ["127.0.0.1"], "cdn.example.org": ["127.0.0.1"]})
+    started: list[str] = []
+    async with session_for(dns, client_tls, started) as http:
+        with pytest.raises(DownloadInvalid, match="too many redirects"):
+            await download_image(
+                http, redirect_chain(server.port, 4, f"https://{OUTPUT_HOST}:{server.port}/inner/a.png"), policy
+            )
+        assert len(started) == 4
+        with pytest.raises(DownloadInvalid, match="not an allowed output host"):
+            await download_image(
+                http, redirect_chain(server.port, 1, f"https://cdn.example.org:{server.port}/inner/b.png"), policy
+            )
+    assert server.inner_hits == []
+    assert "cdn.example.org" not in dns.asked
 
 
 # The connect-time check ---------------------------------------------------------------------

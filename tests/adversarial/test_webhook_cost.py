@@ -25,7 +25,12 @@ from tests.fixtures.sandbox import wait_until
 from tests.fixtures.segflow import WEBHOOK_KEY, Starter
 from tests.integration.test_webhooks import body_for
 
-KEYS = (WEBHOOK_KEY, "second-master-key-0123456789ab", "third-master-key-0123456789abc", "fourth-master-key-0123456789ab")
+KEYS = (
+    WEBHOOK_KEY,
+    "second-master-key-0123456789ab",
+    "third-master-key-0123456789abc",
+    "fourth-master-key-0123456789ab",
+)
 
 
 @pytest.fixture
