@@ -16,7 +16,7 @@ import os
 import re
 import tempfile
 import time
-import weakref
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from PIL import Image
@@ -36,12 +36,9 @@ DECODE_SLOTS = 2
 """Uploads decoded at once per process: a decoded 3072² image is ~38 MB, so this bounds memory."""
 _NAME = re.compile(r"^[0-9a-f]{64}\.(png|jpg)$")
 _FORMATS = {"PNG": ("png", "image/png"), "JPEG": ("jpg", "image/jpeg")}
-_decoding: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
-
-
-def _decode_slot() -> asyncio.Semaphore:
-    """This event loop's decode semaphore (a semaphore belongs to one loop; tests run many)."""
-    return _decoding.setdefault(asyncio.get_running_loop(), asyncio.Semaphore(DECODE_SLOTS))
+# Decoding runs on its own few threads: that bounds how many images are decoded at once, and keeps
+# the decoders' large buffers in few malloc arenas, so memory is reused rather than spread.
+_decoders = ThreadPoolExecutor(max_workers=DECODE_SLOTS, thread_name_prefix="segflow-decode")
 
 
 # Stored files are served as inert downloads: never sniffed into HTML, never run as a page.
@@ -133,8 +130,7 @@ async def upload_input(call: Call) -> Response:
     clean: Path | None = None
     try:
         await charge_upload(services, call.tenant, size, time.time())
-        async with _decode_slot():
-            result = await asyncio.to_thread(_reencode, raw)
+        result = await asyncio.get_running_loop().run_in_executor(_decoders, _reencode, raw)
         if isinstance(result, str):
             raise ApiError(422, "invalid_image", result, [{"path": "body", "reason": result}])
         clean, ext, ctype = result
