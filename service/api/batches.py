@@ -13,9 +13,9 @@ from service.api.endpoint import Call
 from service.api.errors import ApiError, not_found
 from service.api.listing import encode_batch_cursor, encode_cursor, parse_batch_listing, parse_listing
 from service.api.responses import json_response
+from service.jobs import BatchRow
 from service.quotas import charge_batch_request, check_open_jobs
-from service.store.base import BatchRow, IdempotencyConflict
-from service.wakeup import Topic
+from service.store import IdempotencyConflict
 
 log = structlog.get_logger("segflow.api")
 
@@ -42,7 +42,6 @@ async def create_batch(call: Call) -> Response:
             409, "idempotency_conflict", "this Idempotency-Key was used with a different request body"
         ) from None
     if created:
-        services.wakeup.notify(Topic.SUBMIT)
         log.info("batch_created", batch_id=batch.id, jobs=len(jobs))
     else:
         log.info("batch_replayed", batch_id=batch.id)

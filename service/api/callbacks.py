@@ -15,9 +15,8 @@ from service.api.endpoint import Call
 from service.api.errors import ApiError, Problem, invalid, not_found
 from service.api.fields import url_problem
 from service.api.responses import json_response
-from service.api.views import rfc3339
-from service.callback_events import EVENT_TYPES
-from service.store.base import DeliveryAttemptRow, DeliveryRow, OutboxRow, SubscriptionRow
+from service.callback_events import EVENT_TYPES, rfc3339
+from service.jobs import DeliveryAttemptRow, DeliveryRow, OutboxEvent, SubscriptionRow
 from service.urlguard import callback_policy
 from service.wakeup import Topic
 
@@ -40,7 +39,7 @@ def subscription_view(call: Call, sub: SubscriptionRow) -> dict[str, Any]:
     }
 
 
-def event_view(event: OutboxRow) -> dict[str, Any]:
+def event_view(event: OutboxEvent) -> dict[str, Any]:
     return {
         "id": event.id,
         "type": event.type,
@@ -154,7 +153,7 @@ async def callback_keys(call: Call) -> Response:
     return json_response({"secrets": signer.secrets(owner), "public_keys": signer.public_keys(owner)})
 
 
-async def owned_event(call: Call) -> OutboxRow:
+async def owned_event(call: Call) -> OutboxEvent:
     event = await call.services.store.get_event(call.request.path_params["event_id"])
     if event is None or event.tenant != call.tenant:
         raise not_found("event")

@@ -19,7 +19,7 @@ from service.api.errors import ApiError
 from service.api.responses import error_response
 from service.context import Services
 from service.http_body import BodyTooSlow
-from service.store.base import StoreError
+from service.store import StoreError
 
 log = structlog.get_logger("segflow.api")
 

@@ -25,9 +25,9 @@ from hypothesis import strategies as st
 from yarl import URL
 
 from service.download import DownloadInvalid, DownloadPolicy, download_image
+from service.jobs import Change, TaskUpsert
 from service.settings import Settings
 from service.states import Event
-from service.store.base import Change, TaskUpsert
 from service.urlguard import GuardedSession, UrlPolicy, UrlRefused, is_public, output_policy
 from service.webhook_secrets import webhook_path
 from tests.adversarial.test_ssrf import (
