@@ -8,7 +8,9 @@ from collections.abc import AsyncIterator, Sequence
 from starlette.applications import Starlette
 from starlette.routing import Route
 
+from service.access_log import AccessLog
 from service.api import api_routes, exception_handlers
+from service.api.routes import metrics_route
 from service.console import console_routes
 from service.context import Services
 from service.webhooks import receive_webhook
@@ -29,9 +31,22 @@ def create_app(services: Services, *, roles: Sequence[str] = ()) -> Starlette:
 
     routes = [
         Route("/webhooks/qubico/{job_id}", receive_webhook, methods=["POST"]),
-        *api_routes(),
+        # With SEGFLOW_METRICS_PORT, /metrics is on its own listener (metrics_app), not here.
+        *api_routes(metrics=not services.settings.metrics_port),
         *console_routes(),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=exception_handlers())
+    return _observed(Starlette(routes=routes, lifespan=lifespan, exception_handlers=exception_handlers()), services)
+
+
+def metrics_app(services: Services) -> Starlette:
+    """/metrics alone, for the listener on SEGFLOW_METRICS_PORT (HTTP and worker processes alike)."""
+    return _observed(Starlette(routes=[metrics_route()]), services)
+
+
+def _observed(app: Starlette, services: Services) -> Starlette:
+    """Access log and HTTP metrics inside, tracing's server spans (when on) outermost."""
+    s = services.settings
+    app.add_middleware(AccessLog, metrics=services.metrics, log_requests=s.access_log)
+    services.tracing.instrument_app(app)
     app.state.services = services
     return app

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
 import mimetypes
 import os
@@ -52,10 +53,22 @@ async def _serve(settings: Settings, roles: Sequence[str]) -> int:
             lifespan="on",
             timeout_graceful_shutdown=10,
         )
-        await uvicorn.Server(config).serve()
+        async with _metrics_listener(services):
+            await uvicorn.Server(config).serve()
     finally:
         await services.close()
     return 0
+
+
+def _metrics_listener(services: Any) -> contextlib.AbstractAsyncContextManager[object]:
+    """/metrics on SEGFLOW_METRICS_PORT while the block runs (nothing when the port is 0)."""
+    from service.app import metrics_app
+    from service.serving import bind_socket, serve_in_loop
+
+    s = services.settings
+    if not s.metrics_port:
+        return contextlib.nullcontext()
+    return serve_in_loop(metrics_app(services), sock=bind_socket(s.metrics_host or s.host, s.metrics_port))
 
 
 async def _worker(settings: Settings, roles: Sequence[str]) -> int:
@@ -72,7 +85,8 @@ async def _worker(settings: Settings, roles: Sequence[str]) -> int:
         loop.add_signal_handler(sig, stop.set)
     await running.start()
     try:
-        await stop.wait()
+        async with _metrics_listener(services):
+            await stop.wait()
     finally:
         await running.stop()
         await services.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import socket
+from collections.abc import Sequence
 from urllib.parse import SplitResult, urlsplit
 
 import aiohttp
@@ -79,15 +80,16 @@ class GuardedSession:
     """One aiohttp session, made on first use, whose connections only reach public addresses
     (unless private ones are allowed); for workers that fetch URLs they were handed."""
 
-    def __init__(self, allow_private: bool, limit: int) -> None:
+    def __init__(self, allow_private: bool, limit: int, trace_configs: Sequence[aiohttp.TraceConfig] = ()) -> None:
         self._allow_private = allow_private
         self._limit = limit
+        self._trace_configs = list(trace_configs)
         self._session: aiohttp.ClientSession | None = None
 
     def get(self) -> aiohttp.ClientSession:
         if self._session is None:
             connector = aiohttp.TCPConnector(limit=self._limit, resolver=GuardedResolver(self._allow_private))
-            self._session = aiohttp.ClientSession(connector=connector)
+            self._session = aiohttp.ClientSession(connector=connector, trace_configs=self._trace_configs or None)
         return self._session
 
     async def close(self) -> None:

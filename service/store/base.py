@@ -30,6 +30,7 @@ class JobInput:
     negative_prompt: str = ""
     segment_factor: int = 0
     metadata: Mapping[str, Any] | None = None
+    trace_context: str | None = None  # W3C traceparent of the job's span (None: tracing off)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +64,7 @@ class JobRow:
     created_at: float
     updated_at: float
     finished_at: float | None
+    trace_context: str | None = None  # set once, at acceptance (migration 0008)
 
 
 JOB_COLUMNS: tuple[str, ...] = tuple(JobRow.__dataclass_fields__)
@@ -81,6 +83,7 @@ MUTABLE_COLUMNS = frozenset(JOB_COLUMNS) - {
     "state",
     "created_at",
     "updated_at",
+    "trace_context",
 }
 """Columns a `Change` may set; state and updated_at are the store's own."""
 
@@ -206,6 +209,7 @@ class OutboxRow:
     job_id: str | None
     payload: str
     created_at: float
+    trace_context: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +246,7 @@ class ClaimedDelivery:
     delivery: DeliveryRow
     payload: str
     tenant: str
+    trace_context: str | None = None  # the event's job's, so the delivery's span joins its trace
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,6 +320,10 @@ class Store(Protocol):
     # figures
     async def job_counts(self) -> Mapping[str, int]: ...
     async def flow_counts(self) -> Mapping[str, int]: ...
+    async def gauge_counts(self) -> Mapping[str, float]:
+        """Jobs per live state, deliveries `pending` / `dead` and the oldest live job's created_at
+        (`rows.gauge_counts`), each through a partial index: cheap at every scrape."""
+        ...
 
     # callbacks: subscriptions, the outbox and its deliveries
     async def add_subscription(self, sub: SubscriptionRow) -> None: ...

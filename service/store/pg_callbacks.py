@@ -30,10 +30,10 @@ _DELIVERY_COLS = (
     "id, event_id, target, url, signer, ed25519, state, attempts, next_at, last_status, last_error, "
     "created_at, finished_at"
 )
-_OUTBOX_COLS = "id, tenant, type, batch_id, job_id, payload, created_at"
+_OUTBOX_COLS = "id, tenant, type, batch_id, job_id, payload, created_at, trace_context"
 _SUB_COLS = "id, tenant, url, event_types, ed25519, created_at, disabled_at, disabled_reason"
 
-INSERT_OUTBOX = f"INSERT INTO outbox ({_OUTBOX_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING"
+INSERT_OUTBOX = f"INSERT INTO outbox ({_OUTBOX_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING"
 FAN_OUT = """
 INSERT INTO deliveries (event_id, target, url, signer, ed25519, state, next_at, created_at)
 SELECT $1::text, 'batch', b.callback_url, 'tenant:' || b.tenant, false, 'pending', $2::float8, $2::float8
@@ -95,7 +95,9 @@ async def write_outbox(c: Conn, event: OutboxEvent, now: float) -> None:
     if await c.fetchval(LIVE_IN_BATCH, event.batch_id) == 0:
         counts = await c.fetch(BATCH_COUNTS, event.batch_id)
         spend = sum(float(r[2]) for r in counts)
-        done = batch_completed_event(event.tenant, event.batch_id, {r[0]: int(r[1]) for r in counts}, spend, now)
+        done = batch_completed_event(
+            event.tenant, event.batch_id, {r[0]: int(r[1]) for r in counts}, spend, now, event.trace_context
+        )
         await _emit(c, done, now)
 
 
@@ -195,7 +197,7 @@ class PostgresCallbacks:
                 found = await c.fetchrow(SELECT_OUTBOX, d.event_id)
                 assert found is not None  # deliveries reference the outbox
                 event = OutboxRow(*found)
-                out.append(ClaimedDelivery(d, event.payload, event.tenant))
+                out.append(ClaimedDelivery(d, event.payload, event.tenant, event.trace_context))
             return out
 
         return await self._tx(op)

@@ -55,6 +55,8 @@ from service.store.postgres_sql import (
     COUNT_IN_FLIGHT,
     CREATE_MIGRATIONS,
     FLOW_COUNTS,
+    GAUGE_DELIVERIES,
+    GAUGE_JOBS,
     INSERT_ARTIFACT,
     INSERT_BATCH,
     INSERT_EVENT,
@@ -455,3 +457,11 @@ class PostgresStore(PostgresCallbacks):
         row = await self._read(lambda c: c.fetchrow(FLOW_COUNTS))
         assert row is not None  # one row of counts, always
         return rows.flow_counts(row)
+
+    async def gauge_counts(self) -> Mapping[str, float]:
+        async def fn(c: Conn) -> Mapping[str, float]:
+            deliveries = await c.fetchrow(GAUGE_DELIVERIES)
+            assert deliveries is not None  # one row of counts, always
+            return rows.gauge_counts(await c.fetch(GAUGE_JOBS), deliveries)
+
+        return await self._read(fn)

@@ -48,7 +48,8 @@ SELECT_BATCH_BY_KEY = f"SELECT {_BATCH_COLS} FROM batches WHERE tenant = $1 AND 
 INSERT_BATCH = f"INSERT INTO batches ({_BATCH_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
 INSERT_JOB = (
     "INSERT INTO jobs (id, batch_id, tenant, seq, image, prompt, negative_prompt, segment_factor, "
-    "metadata, state, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued', $10, $11)"
+    "metadata, state, created_at, updated_at, trace_context) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued', $10, $11, $12)"
 )
 BATCH_JOBS = f"SELECT {JOB_COLS} FROM jobs WHERE batch_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
 BATCH_JOBS_IN_STATE = (
@@ -91,6 +92,14 @@ AGED_JOBS = (
     f"SELECT {JOB_COLS} FROM jobs WHERE state NOT IN ({_TERMINAL}) AND created_at < $1 ORDER BY created_at LIMIT $2"
 )
 JOB_COUNTS = "SELECT state, count(*) FROM jobs GROUP BY state"
+# For the gauges at every scrape: live jobs (and the oldest) through jobs_live_age, deliveries through
+# their partial indexes (deliveries_due, deliveries_dead): the cost follows live work, not the table.
+GAUGE_JOBS = f"SELECT state, count(*) FROM jobs WHERE state NOT IN ({_TERMINAL}) GROUP BY state"
+GAUGE_DELIVERIES = (
+    "SELECT (SELECT count(*) FROM deliveries WHERE state = 'pending'),"
+    " (SELECT count(*) FROM deliveries WHERE state = 'dead'),"
+    f" (SELECT min(created_at) FROM jobs WHERE state NOT IN ({_TERMINAL}))"
+)
 FLOW_COUNTS = (
     "SELECT "
     " (SELECT count(*) FROM events WHERE event = 'completed' AND source = 'webhook'),"

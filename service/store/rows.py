@@ -78,6 +78,7 @@ def new_job_params(job_id: str, b: BatchRow, seq: int, item: JobInput, now: floa
         metadata,
         now,
         now,
+        item.trace_context,
     )
 
 
@@ -96,7 +97,7 @@ def artifact(row: Iterable[Any]) -> ArtifactRow:
 
 
 def outbox_params(e: OutboxEvent) -> tuple[Any, ...]:
-    return (e.id, e.tenant, e.type, e.batch_id, e.job_id, e.payload, e.created_at)
+    return (e.id, e.tenant, e.type, e.batch_id, e.job_id, e.payload, e.created_at, e.trace_context)
 
 
 def flow_counts(row: Iterable[Any]) -> Mapping[str, int]:
@@ -108,6 +109,20 @@ def flow_counts(row: Iterable[Any]) -> Mapping[str, int]:
         "tasks_created": tasks,
         "duplicate_tasks": tasks - jobs_with_tasks,
         "ambiguous_creates": ambiguous,
+    }
+
+
+def gauge_counts(jobs: Iterable[Iterable[Any]], others: Iterable[Any]) -> Mapping[str, float]:
+    """{live state: jobs} (zeros included), deliveries_pending, deliveries_dead, and
+    oldest_live_created_at (0 when no job is live)."""
+    out: dict[str, float] = {s.value: 0 for s in State if not s.is_terminal}
+    out.update({str(state): int(n) for state, n in jobs})
+    pending, dead, oldest = others
+    return {
+        **out,
+        "deliveries_pending": int(pending or 0),
+        "deliveries_dead": int(dead or 0),
+        "oldest_live_created_at": float(oldest or 0.0),
     }
 
 

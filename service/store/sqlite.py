@@ -51,6 +51,8 @@ from service.store.sqlite_sql import (
     COUNT_FETCHING,
     COUNT_IN_FLIGHT,
     FLOW_COUNTS,
+    GAUGE_DELIVERIES,
+    GAUGE_JOBS,
     INSERT_ARTIFACT,
     INSERT_BATCH,
     INSERT_EVENT,
@@ -374,6 +376,12 @@ class SqliteStore(SqliteCallbacks):
     async def flow_counts(self) -> Mapping[str, int]:
         row = await self._read(lambda c: c.execute(FLOW_COUNTS).fetchone())
         return rows.flow_counts(row)
+
+    async def gauge_counts(self) -> Mapping[str, float]:
+        def fn(c: sqlite3.Connection) -> Mapping[str, float]:
+            return rows.gauge_counts(c.execute(GAUGE_JOBS).fetchall(), c.execute(GAUGE_DELIVERIES).fetchone())
+
+        return await self._read(fn)
 
 
 _MUTABLE = tuple(c for c in rows.JOB_COLUMNS if c in MUTABLE_COLUMNS)

@@ -28,10 +28,10 @@ _DELIVERY_COLS = (
     "id, event_id, target, url, signer, ed25519, state, attempts, next_at, last_status, last_error, "
     "created_at, finished_at"
 )
-_OUTBOX_COLS = "id, tenant, type, batch_id, job_id, payload, created_at"
+_OUTBOX_COLS = "id, tenant, type, batch_id, job_id, payload, created_at, trace_context"
 _SUB_COLS = "id, tenant, url, event_types, ed25519, created_at, disabled_at, disabled_reason"
 
-INSERT_OUTBOX = f"INSERT OR IGNORE INTO outbox ({_OUTBOX_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+INSERT_OUTBOX = f"INSERT OR IGNORE INTO outbox ({_OUTBOX_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 # One statement fans an event out to every destination: the batch's callback_url and each enabled
 # subscription of the tenant that wants this event type.
 FAN_OUT = """
@@ -90,7 +90,9 @@ def write_outbox(c: sqlite3.Connection, event: OutboxEvent, now: float) -> None:
     if c.execute(LIVE_IN_BATCH, (event.batch_id,)).fetchone()[0] == 0:
         counts = c.execute(BATCH_COUNTS, (event.batch_id,)).fetchall()
         spend = sum(p for *_, p in counts)
-        done = batch_completed_event(event.tenant, event.batch_id, {s: n for s, n, _ in counts}, spend, now)
+        done = batch_completed_event(
+            event.tenant, event.batch_id, {s: n for s, n, _ in counts}, spend, now, event.trace_context
+        )
         _emit(c, done, now)
 
 
@@ -200,7 +202,7 @@ class SqliteCallbacks:
             out = []
             for d in claimed:
                 event = OutboxRow(*c.execute(SELECT_OUTBOX, (d.event_id,)).fetchone())
-                out.append(ClaimedDelivery(d, event.payload, event.tenant))
+                out.append(ClaimedDelivery(d, event.payload, event.tenant, event.trace_context))
             return out
 
         result: list[ClaimedDelivery] = await self._write(op)

@@ -31,7 +31,7 @@ SELECT_BATCH_BY_KEY = (
 INSERT_BATCH = "INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?)"
 INSERT_JOB = (
     "INSERT INTO jobs (id, batch_id, tenant, seq, image, prompt, negative_prompt, segment_factor, "
-    "metadata, state, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)"
+    "metadata, state, created_at, updated_at, trace_context) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)"
 )
 INSERT_EVENT = (
     "INSERT INTO events (job_id, at, event, from_state, to_state, source, detail) VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -78,6 +78,14 @@ AGED_JOBS = (
     f"SELECT {JOB_COLS} FROM jobs WHERE state NOT IN ({_TERMINAL}) AND created_at < ? ORDER BY created_at LIMIT ?"
 )
 JOB_COUNTS = "SELECT state, count(*) FROM jobs GROUP BY state"
+# For the gauges at every scrape: live jobs (and the oldest) through jobs_live_age, deliveries through
+# their partial indexes (deliveries_due, deliveries_dead): the cost follows live work, not the table.
+GAUGE_JOBS = f"SELECT state, count(*) FROM jobs WHERE state NOT IN ({_TERMINAL}) GROUP BY state"
+GAUGE_DELIVERIES = (
+    "SELECT (SELECT count(*) FROM deliveries WHERE state = 'pending'),"
+    " (SELECT count(*) FROM deliveries WHERE state = 'dead'),"
+    f" (SELECT min(created_at) FROM jobs WHERE state NOT IN ({_TERMINAL}))"
+)
 FLOW_COUNTS = (
     "SELECT "
     " (SELECT count(*) FROM events WHERE event = 'completed' AND source = 'webhook'),"
