@@ -36,6 +36,8 @@ def _logging(settings: Settings) -> None:
 
 
 async def _serve(settings: Settings, roles: Sequence[str]) -> int:
+    import signal
+
     import uvicorn
 
     from service.app import create_app
@@ -53,6 +55,10 @@ async def _serve(settings: Settings, roles: Sequence[str]) -> int:
             lifespan="on",
             timeout_graceful_shutdown=10,
         )
+        # uvicorn re-raises SIGTERM once it has shut down; with the default handler that killed the
+        # process before the finally below (no store close, buffered spans lost). A no-op handler
+        # lets the stop finish cleanly: exit 0.
+        signal.signal(signal.SIGTERM, lambda _sig, _frame: None)
         async with _metrics_listener(services):
             await uvicorn.Server(config).serve()
     finally:
