@@ -3,10 +3,14 @@ conventions and the values say what happened (jobs, webhooks, spend, callbacks, 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+from pathlib import Path
 
 import aiohttp
+import orjson
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fixtures.sandbox import StartSandbox, WebhookRecorder, wait_until
@@ -106,3 +110,24 @@ async def test_a_scrape_while_the_store_is_down_still_answers(segflow: Starter, 
     m = await scrape(sf)
     assert value(m, "segflow_store_up") == 0
     assert "process_cpu_seconds_total" in names(m)
+
+
+async def test_the_dashboard_and_the_alerts_name_only_metrics_segflow_exports(
+    segflow: Starter, sandbox: StartSandbox
+) -> None:
+    sb = await sandbox()
+    sf = await segflow(sb.url, roles=())
+    async with aiohttp.ClientSession() as http, http.get(f"{sf.url}/metrics") as r:
+        text = await r.text()
+    exported: set[str] = set()
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "info": ("_info",)}
+    for family in text_string_to_metric_families(text):
+        exported |= {family.name, *(family.name + s for s in suffixes.get(family.type, ()))}
+    folder = Path(__file__).parents[2] / "examples" / "observability"
+    dashboard = orjson.loads((folder / "grafana-dashboard.json").read_bytes())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    rules = yaml.safe_load((folder / "alerts.yaml").read_text())
+    exprs += [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
+    named = {n for e in exprs for n in re.findall(r"\b((?:segflow|process|python)_[a-z_]+)\b", e)}
+    assert len(exprs) > 30 and len(named) > 15
+    assert named <= exported, sorted(named - exported)
