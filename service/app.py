@@ -46,7 +46,9 @@ def metrics_app(services: Services) -> Starlette:
 def _observed(app: Starlette, services: Services) -> Starlette:
     """Access log and HTTP metrics inside, tracing's server spans (when on) outermost."""
     s = services.settings
-    app.add_middleware(AccessLog, metrics=services.metrics, log_requests=s.access_log)
+    # Decided once: below the configured level the event would be dropped, so skip building it.
+    log_requests = s.access_log and s.log_level.lower() in ("debug", "info")
+    app.add_middleware(AccessLog, metrics=services.metrics, log_requests=log_requests)
     services.tracing.instrument_app(app)
     app.state.services = services
     return app

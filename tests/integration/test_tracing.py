@@ -59,7 +59,7 @@ async def submit_traced(url: str, sb: RunningSandbox, callback_url: str, n: int 
 
 
 async def test_a_job_is_one_connected_trace_across_replicas_into_the_receiver(
-    segflow: Starter, sandbox: StartSandbox, webhook_recorder: WebhookRecorder
+    segflow: Starter, sandbox: StartSandbox, webhook_recorder: WebhookRecorder, database_url: str
 ) -> None:
     sb = await sandbox()
     front, back = InMemorySpanExporter(), InMemorySpanExporter()
@@ -79,6 +79,9 @@ async def test_a_job_is_one_connected_trace_across_replicas_into_the_receiver(
     assert request.parent is not None and f"{request.parent.span_id:016x}" == CLIENT_SPAN
     (job,) = named(spans, "segflow.job", job_id)
     assert job.parent is not None and request.context is not None and job.parent.span_id == request.context.span_id
+    if database_url.startswith("postgresql"):  # asyncpg's spans: the batch's inserts, in the request
+        statements = [str((s.attributes or {}).get("db.statement")) for s in children(spans, request)]
+        assert any(st.startswith("INSERT INTO jobs") for st in statements), statements
     trace_id, job_span_id = hex_ids(job)
     assert trace_id == CLIENT_TRACE
     row = await b.store.get_job(job_id)
