@@ -3,7 +3,11 @@ wrapped the way segflow wraps its app (access log + HTTP metrics; tracing off, t
 exported to nowhere), driven by direct ASGI calls so no network or load generator adds noise.
 Ratios against the bare endpoint measured in the same run, median of interleaved rounds.
 
-    .venv/bin/python -m benchmarks.observe_overhead [--requests 20000] [--rounds 5]
+Then what a /metrics scrape costs the store on a large table: `gauge_counts` (the scrape's
+indexed counts) against a plain `GROUP BY state` over every job, on a SQLite file holding
+`--scrape-jobs` finished jobs and a thousand live ones.
+
+    .venv/bin/python -m benchmarks.observe_overhead [--requests 20000] [--rounds 5] [--scrape-jobs 1000000]
 """
 
 from __future__ import annotations
@@ -76,10 +80,54 @@ async def _drive(app: Starlette, n: int) -> float:
     return (time.process_time() - started) / n
 
 
+async def _scrape_cost(jobs: int, rounds: int) -> tuple[float, float]:
+    """Median seconds of (gauge_counts, SELECT state, count(*) … GROUP BY state) with `jobs` rows."""
+    import sqlite3
+    import tempfile
+    import uuid
+    from pathlib import Path
+
+    from service.store.sqlite import SqliteStore
+
+    path = Path(tempfile.mkdtemp()) / "scrape.db"
+    store = SqliteStore(str(path))
+    await store.open()
+    await store.close()
+    conn = sqlite3.connect(path)
+    now = time.time()
+    cols = "id, batch_id, tenant, seq, image, prompt, negative_prompt, segment_factor, state, created_at, updated_at"
+    sql = f"INSERT INTO jobs ({cols}) VALUES (?, 'b', 't', ?, 'i', 'p', '', 0, ?, ?, ?)"
+    with conn:
+        for start in range(0, jobs + 1000, 100_000):
+            rows = [
+                (uuid.uuid4().hex, i, "succeeded" if i < jobs else "queued", now - i, now)
+                for i in range(start, min(start + 100_000, jobs + 1000))
+            ]
+            conn.executemany(sql, rows)
+    conn.execute("ANALYZE")
+    conn.close()
+    store = SqliteStore(str(path))
+    await store.open()
+    gauges, scan = [], []
+    try:
+        for _ in range(rounds):
+            t = time.perf_counter()
+            counts = await store.gauge_counts()
+            gauges.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            await store.job_counts()
+            scan.append(time.perf_counter() - t)
+        assert counts["queued"] == 1000
+    finally:
+        await store.close()
+    return statistics.median(gauges), statistics.median(scan)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--scrape-jobs", type=int, default=1_000_000)
     args = parser.parse_args()
     import structlog
 
@@ -99,6 +147,11 @@ def main() -> None:
     for v in variants:
         med = statistics.median(results[v])
         print(f"{v:<16} {med * 1e6:>10.1f} {med / bare:>7.2f} {(med - bare) * 1e6:>7.1f}")
+    if args.scrape_jobs:
+        gauges, scan = asyncio.run(_scrape_cost(args.scrape_jobs, args.rounds))
+        print(f"scrape with {args.scrape_jobs:,} finished + 1,000 live jobs (SQLite):")
+        print(f"  gauge_counts (indexed)      {gauges * 1000:8.2f} ms")
+        print(f"  GROUP BY state (every job)  {scan * 1000:8.2f} ms   ({scan / gauges:.0f}x)")
 
 
 if __name__ == "__main__":
