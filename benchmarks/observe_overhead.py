@@ -87,10 +87,10 @@ async def _scrape_cost(jobs: int, rounds: int) -> tuple[float, float]:
     import uuid
     from pathlib import Path
 
-    from service.store.sqlite import SqliteStore
+    from service.store import open_store_for
 
     path = Path(tempfile.mkdtemp()) / "scrape.db"
-    store = SqliteStore(str(path))
+    store = open_store_for(f"sqlite:///{path}")
     await store.open()
     await store.close()
     conn = sqlite3.connect(path)
@@ -106,7 +106,7 @@ async def _scrape_cost(jobs: int, rounds: int) -> tuple[float, float]:
             conn.executemany(sql, rows)
     conn.execute("ANALYZE")
     conn.close()
-    store = SqliteStore(str(path))
+    store = open_store_for(f"sqlite:///{path}")
     await store.open()
     gauges, scan = [], []
     try:

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
+from service.jobs import ArtifactRow, JobRow, OutboxEvent
 from service.states import State
-from service.store.base import ArtifactRow, JobRow
 
 JOB_EVENT_TYPES: Mapping[State, str] = {
     State.SUCCEEDED: "job.succeeded",
@@ -24,24 +23,15 @@ BATCH_COMPLETED = "batch.completed"
 EVENT_TYPES: tuple[str, ...] = (*JOB_EVENT_TYPES.values(), BATCH_COMPLETED)
 
 
-@dataclass(frozen=True, slots=True)
-class OutboxEvent:
-    id: str
-    tenant: str
-    type: str
-    batch_id: str
-    job_id: str | None
-    payload: str  # the exact JSON body every delivery of this event sends
-    created_at: float
-    trace_context: str | None = None  # its job's traceparent (or the last job's, for a batch)
-
-
-def _iso(ts: float | None) -> str | None:
-    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+def rfc3339(ts: float | None) -> str | None:
+    """A unix time as RFC 3339 UTC with milliseconds, as every time segflow shows is written."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _body(event_id: str, kind: str, now: float, data: Mapping[str, Any]) -> str:
-    return orjson.dumps({"id": event_id, "type": kind, "timestamp": _iso(now), "data": data}).decode()
+    return orjson.dumps({"id": event_id, "type": kind, "timestamp": rfc3339(now), "data": data}).decode()
 
 
 def job_event(job: JobRow, artifacts: Sequence[ArtifactRow], now: float) -> OutboxEvent | None:
@@ -70,7 +60,7 @@ def job_event(job: JobRow, artifacts: Sequence[ArtifactRow], now: float) -> Outb
             "url": f"/v1/jobs/{job.id}/mask",
         },
         "price_usd": job.price_usd,
-        "finished_at": _iso(job.finished_at or now),
+        "finished_at": rfc3339(job.finished_at or now),
     }
     body = _body(event_id, kind, now, data)
     return OutboxEvent(event_id, job.tenant, kind, job.batch_id, job.id, body, now, job.trace_context)

@@ -66,7 +66,6 @@ async def open_services(settings: Settings, store: Store | None = None, tracing:
         tracing=tracing,
         metrics=Metrics(max_tenants=settings.metrics_max_tenants),
     )
-    listen = getattr(store, "listen", None)
-    if listen is not None:  # PostgreSQL: workers on every replica wake on NOTIFY
-        await listen(services.wakeup.notify)
+    # After every commit that gives workers work (late-bound: tests swap in a recording Wakeup).
+    await store.listen(lambda topic: services.wakeup.notify(topic))
     return services

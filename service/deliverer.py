@@ -14,7 +14,7 @@ import time
 import aiohttp
 
 from service.context import Services
-from service.store.base import AttemptResult, ClaimedDelivery
+from service.jobs import AttemptResult, ClaimedDelivery
 from service.urlguard import GuardedSession, UrlRefused, check_url
 from service.wakeup import Topic
 from service.worker_base import Worker

@@ -15,9 +15,9 @@ from service.api.endpoint import Call
 from service.api.errors import ApiError, not_found
 from service.api.listing import encode_batch_cursor, encode_cursor, parse_batch_listing, parse_listing
 from service.api.responses import json_response
-from service.store.base import BatchRow, IdempotencyConflict, JobRow
+from service.jobs import BatchRow, JobRow
+from service.store import IdempotencyConflict
 from service.tracing import traceparent
-from service.wakeup import Topic
 
 log = structlog.get_logger("segflow.api")
 
@@ -49,7 +49,6 @@ async def create_batch(call: Call) -> Response:
     finally:
         _end_job_spans(spans, jobs, call.tenant)
     if created:
-        services.wakeup.notify(Topic.SUBMIT)
         log.info("batch_created", batch_id=batch.id, jobs=len(jobs))
     else:
         log.info("batch_replayed", batch_id=batch.id)

@@ -15,9 +15,8 @@ from service.api.endpoint import Call
 from service.api.errors import ApiError, Problem, invalid, not_found
 from service.api.fields import url_problem
 from service.api.responses import json_response
-from service.api.views import rfc3339
-from service.callback_events import EVENT_TYPES
-from service.store.base import DeliveryAttemptRow, DeliveryRow, OutboxRow, SubscriptionRow
+from service.callback_events import EVENT_TYPES, rfc3339
+from service.jobs import DeliveryAttemptRow, DeliveryRow, OutboxEvent, SubscriptionRow
 from service.wakeup import Topic
 
 _SUBSCRIPTION_FIELDS = frozenset({"url", "event_types", "ed25519"})
@@ -39,7 +38,7 @@ def subscription_view(call: Call, sub: SubscriptionRow) -> dict[str, Any]:
     }
 
 
-def event_view(event: OutboxRow) -> dict[str, Any]:
+def event_view(event: OutboxEvent) -> dict[str, Any]:
     return {
         "id": event.id,
         "type": event.type,
@@ -155,7 +154,7 @@ async def callback_keys(call: Call) -> Response:
     return json_response({"secrets": signer.secrets(owner), "public_keys": signer.public_keys(owner)})
 
 
-async def owned_event(call: Call) -> OutboxRow:
+async def owned_event(call: Call) -> OutboxEvent:
     event = await call.services.store.get_event(call.request.path_params["event_id"])
     if event is None or event.tenant != call.tenant:
         raise not_found("event")
