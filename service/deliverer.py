@@ -50,7 +50,10 @@ class Deliverer(Worker):
         self.owner = f"{services.instance_id}:deliverer"
         self.policy = callback_policy(services.settings)
         self.rng = random.Random()
-        self.http = GuardedSession(self.policy.allow_private, limit=256)
+        # A callback URL may itself be a capability (hooks.example/catch/<token>): spans keep its origin only.
+        self.http = GuardedSession(
+            self.policy.allow_private, limit=256, trace_configs=services.tracing.client_trace_configs(origin_only=True)
+        )
 
     @property
     def interval(self) -> float:
@@ -74,7 +77,20 @@ class Deliverer(Worker):
 
     async def deliver(self, item: ClaimedDelivery) -> None:
         d = item.delivery
-        status, error, duration_ms = await self._post(item)
+        attributes = {
+            "segflow.event.id": d.event_id,
+            "segflow.callback.target": d.target,
+            "segflow.tenant": item.tenant,
+        }
+        with self.services.tracing.job_span("segflow.callback", item.trace_context, attributes) as span:
+            status, error, duration_ms = await self._post(item)  # the POST carries `traceparent`
+            span.set_attribute("segflow.callback.attempt", d.attempts + 1)
+            if status is not None:
+                span.set_attribute("http.response.status_code", status)
+        await self._finish(item, status, error, duration_ms)
+
+    async def _finish(self, item: ClaimedDelivery, status: int | None, error: str | None, duration_ms: float) -> None:
+        d = item.delivery
         attempts = d.attempts + 1
         now = time.time()
         outcome, next_at = outcome_of(status, attempts, self.services.settings.callback_retry_schedule_s, now, self.rng)

@@ -46,7 +46,10 @@ class Fetcher(Worker):
         )
         self.backoff = Backoff(2.0, 300.0)
         self.owner = f"{services.instance_id}:fetcher"
-        self.http = GuardedSession(self.policy.urls.allow_private, limit=64)
+        # Output URLs are often signed: their spans record them without the query string.
+        self.http = GuardedSession(
+            self.policy.urls.allow_private, limit=64, trace_configs=services.tracing.client_trace_configs()
+        )
 
     @property
     def interval(self) -> float:
@@ -69,6 +72,11 @@ class Fetcher(Worker):
         return len(jobs) == min(free, s.fetch_batch)
 
     async def fetch(self, job: JobRow) -> None:
+        attributes = {"segflow.job.id": job.id, "segflow.task.id": job.task_id or "", "segflow.attempt": job.attempt}
+        with self.services.tracing.job_span("segflow.fetch", job.trace_context, attributes):
+            await self._fetch(job)
+
+    async def _fetch(self, job: JobRow) -> None:
         log = self.log.bind(job_id=job.id, task_id=job.task_id)
         urls = job.output_urls or await self._fresh_urls(job)
         try:
@@ -152,6 +160,7 @@ class Fetcher(Worker):
         if outcome:
             m = self.services.metrics
             m.download_bytes.inc(sum(len(g.data) for g in got))
+            m.add_spend(job.tenant, price_usd(pixels))
             m.downloads.labels(result="stored").inc()
             if job.completed_at:
                 m.completion_to_stored.observe(max(0.0, time.time() - job.completed_at))

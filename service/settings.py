@@ -99,6 +99,12 @@ class Settings:
     quota_upload_bytes_per_day: int = _opt("quotas", "upload_bytes_per_day", 1_073_741_824)
     quota_queued_jobs: int = _opt("quotas", "queued_jobs", 100_000)
     quota_batches_per_minute: int = _opt("quotas", "batches_per_minute", 120)
+    # [observability]
+    tracing: str = _opt("observability", "tracing", "auto")
+    metrics_port: int = _opt("observability", "metrics_port", 0)
+    metrics_host: str = _opt("observability", "metrics_host", "")
+    access_log: bool = _opt("observability", "access_log", True)
+    metrics_max_tenants: int = _opt("observability", "metrics_max_tenants", 20)
     # [security]: secrets, environment only
     webhook_keys: tuple[str, ...] = _opt("security", "webhook_keys", (), secret=True)
     api_keys: tuple[str, ...] = _opt("security", "api_keys", (), secret=True)
@@ -156,6 +162,10 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"{_where(_field('database_url'))}: use sqlite:///PATH or postgresql://…")
     if s.log_format not in ("console", "json"):
         raise ConfigError(f"{_where(_field('log_format'))}: 'console' or 'json'")
+    if s.tracing not in ("auto", "on", "off"):
+        raise ConfigError(f"{_where(_field('tracing'))}: 'auto', 'on' or 'off'")
+    if s.metrics_port > 65535:
+        raise ConfigError(f"{_where(_field('metrics_port'))}: a TCP port (0: serve /metrics on the main port)")
     if s.upstream_service_mode not in ("", "public", "private"):
         raise ConfigError(f"{_where(_field('upstream_service_mode'))}: '', 'public' or 'private'")
     for name in ("header_timeout_s", "body_timeout_s", "keep_alive_s"):

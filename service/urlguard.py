@@ -18,7 +18,7 @@ import errno
 import ipaddress
 import re
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -185,9 +185,10 @@ class GuardedSession:
     """The one aiohttp session for URLs segflow was handed (masks, their redirects, callbacks):
     made on first use; its connections only reach public addresses unless private ones are allowed."""
 
-    def __init__(self, allow_private: bool, limit: int) -> None:
+    def __init__(self, allow_private: bool, limit: int, trace_configs: Sequence[aiohttp.TraceConfig] = ()) -> None:
         self._allow_private = allow_private
         self._limit = limit
+        self._trace_configs = list(trace_configs)
         self._session: aiohttp.ClientSession | None = None
 
     def get(self) -> aiohttp.ClientSession:
@@ -198,7 +199,9 @@ class GuardedSession:
                 socket_factory=guarded_socket_factory(self._allow_private),
             )
             # trust_env stays off: a proxy from the environment would connect on our behalf, unchecked.
-            self._session = aiohttp.ClientSession(connector=connector, trust_env=False)
+            self._session = aiohttp.ClientSession(
+                connector=connector, trust_env=False, trace_configs=self._trace_configs or None
+            )
         return self._session
 
     async def close(self) -> None:

@@ -20,6 +20,7 @@ from starlette.responses import Response
 from service.completion import SnapshotRefused, apply_snapshot
 from service.context import Services
 from service.http_body import BodyTooLarge, BodyTooSlow, read_limited
+from service.jobs import Outcome
 from service.store import StoreError
 from service.upstream.wire import WireError, decode_webhook
 from service.webhook_secrets import parse_attempt, well_formed_job_id
@@ -35,9 +36,25 @@ def _answer(status: int, code: str, services: Services, started: float) -> Respo
     return Response(b'{"status":"%s"}' % code.encode(), status_code=status, media_type=_JSON)
 
 
+def _record_span(services: Services, outcome: Outcome, task_id: str, status: str, started_ns: int) -> None:
+    """The webhook's span in its job's trace (the job, and so its trace, is known only now)."""
+    job = outcome.before
+    assert job is not None
+    after = outcome.after.state.value if outcome.after else job.state.value
+    attributes = {
+        "segflow.job.id": job.id,
+        "segflow.task.id": task_id,
+        "segflow.upstream.status": status,
+        "segflow.state": after,
+        "segflow.applied": outcome.state_changed,
+    }
+    services.tracing.record_job_span("segflow.webhook", job.trace_context, start_ns=started_ns, attributes=attributes)
+
+
 async def receive_webhook(request: Request) -> Response:
     services: Services = request.app.state.services
     started = time.perf_counter()
+    started_ns = time.time_ns() if services.tracing.enabled else 0
     job_id: str = request.path_params["job_id"]
     secret = request.headers.get("x-webhook-secret")
     if not secret:
@@ -93,6 +110,8 @@ async def receive_webhook(request: Request) -> Response:
     if outcome.before is None:
         log.info("webhook_rejected", job_id=job_id, reason="unknown_job")
         return _answer(404, "unknown_job", services, started)
+    if started_ns:
+        _record_span(services, outcome, snap.task_id, snap.raw_status, started_ns)
     if outcome.state_changed and outcome.after is not None:
         log.info(
             "webhook_applied",

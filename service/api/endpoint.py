@@ -47,6 +47,7 @@ def authed(auth: Authenticator, handler: CallHandler) -> RequestHandler:
     async def endpoint(request: Request) -> Response:
         services: Services = request.app.state.services
         tenant = await auth.tenant(request, services)
+        request.state.tenant = tenant  # for the access log
         with structlog.contextvars.bound_contextvars(tenant=tenant):
             return await handler(Call(request, services, tenant))
 
@@ -58,6 +59,7 @@ def guarded(handler: RequestHandler) -> RequestHandler:
 
     async def endpoint(request: Request) -> Response:
         request_id = _request_id(request)
+        request.state.request_id = request_id  # for the access log
         with structlog.contextvars.bound_contextvars(request_id=request_id):
             try:
                 response = await handler(request)
