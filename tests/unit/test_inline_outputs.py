@@ -11,7 +11,6 @@ from service.download import DownloadInvalid, DownloadPolicy
 from service.inline_outputs import inline_image, is_inline, source_of
 from service.upstream.wire import INLINE_PREFIX
 from service.urlguard import UrlPolicy
-from service.urlguard import UrlPolicy
 from tests.fixtures.sandbox import image_bytes
 
 POLICY = DownloadPolicy(urls=UrlPolicy(allow_private=False, https_only=True), max_bytes=10_000, timeout_s=1.0)
