@@ -22,6 +22,7 @@ class JobInput:
     negative_prompt: str = ""
     segment_factor: int = 0
     metadata: Mapping[str, Any] | None = None
+    trace_context: str | None = None  # W3C traceparent of the job's span (None: tracing off)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +56,7 @@ class JobRow:
     created_at: float
     updated_at: float
     finished_at: float | None
+    trace_context: str | None = None  # the job's span, set once at acceptance (migration 0008)
     # Spend (issue 19): the preflight's estimate, and what is held against the caps for the live
     # attempt until the real price settles it (reserved_at names the day and month it counts to).
     est_usd: float | None = None
@@ -65,6 +67,7 @@ class JobRow:
 JOB_COLUMNS: tuple[str, ...] = tuple(JobRow.__dataclass_fields__)
 FIXED_COLUMNS = frozenset(
     {"id", "batch_id", "tenant", "seq", "image", "prompt", "negative_prompt", "segment_factor", "metadata"}
+    | {"trace_context"}
 )
 MUTABLE_COLUMNS: tuple[str, ...] = tuple(
     c for c in JOB_COLUMNS if c not in FIXED_COLUMNS and c not in ("state", "created_at", "updated_at")
@@ -243,6 +246,7 @@ class OutboxEvent:
     job_id: str | None
     payload: str  # the exact JSON body every delivery of this event sends
     created_at: float
+    trace_context: str | None = None  # its job's traceparent (a batch's: its last job's)
 
 
 class DeliveryState(enum.StrEnum):
@@ -288,6 +292,7 @@ class ClaimedDelivery:
     delivery: DeliveryRow
     payload: str
     tenant: str
+    trace_context: str | None = None  # the event's, so the delivery's span joins its job's trace
 
 
 @dataclass(frozen=True, slots=True)

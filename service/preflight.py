@@ -20,7 +20,7 @@ from PIL import Image
 
 from service.context import Services
 from service.spend import MAX_SIDE, WORST_CASE_USD, estimate_of
-from service.urlguard import UrlRefused, check_url
+from service.urlguard import UrlPolicy, UrlRefused, image_policy
 
 HEAD_BYTES = 131_072
 """Enough for a PNG's header (24 bytes) and a JPEG's frame header behind its EXIF and ICC blocks."""
@@ -71,8 +71,9 @@ HopCheck = Callable[[str], object]
 
 
 def image_hop_check(allow_private: bool) -> HopCheck:
-    """The URL policy of input images (http allowed: the upstream fetches them), for every hop."""
-    return lambda url: check_url(url, allowed_hosts=None, allow_private=allow_private, https_only=False)
+    """The URL policy of input images (`urlguard.image_policy`: http allowed, the upstream fetches
+    them), applied to every hop."""
+    return UrlPolicy(allow_private=allow_private, https_only=False).check
 
 
 async def check_image(services: Services, session: aiohttp.ClientSession, url: str) -> Preflight:
@@ -85,7 +86,7 @@ async def check_image(services: Services, session: aiohttp.ClientSession, url: s
         if path.is_file():
             with path.open("rb") as f:
                 return inspect_head(f.read(HEAD_BYTES))
-    return await preflight(session, url, image_hop_check(s.allow_private_image_urls), timeout_s=s.preflight_timeout_s)
+    return await preflight(session, url, image_policy(s).check, timeout_s=s.preflight_timeout_s)
 
 
 async def preflight(session: aiohttp.ClientSession, url: str, check: HopCheck, *, timeout_s: float) -> Preflight:
