@@ -5,8 +5,8 @@ process killed mid-create). Its task, if any, was created while the create was o
 `sent_at` and `sent_at + upstream_timeout_s`. One round looks up every due unknown job at once:
 one history listing covering all their windows (paged, bounded), the rows segflow already knows
 left out, each remaining row read once with GET /task/{id} (history rows carry no input or
-webhook; the task body echoes `config.webhook_config.endpoint`, which names the job), matched to
-its job by that endpoint.
+webhook; the task body echoes `config.webhook_config.endpoint`, whose path names the job), matched
+to its job by that path.
 
 A job whose task is not listed once the history covers its window plus a settle delay (the
 provider may list a task a moment after creating it) was not created: it can be sent again
@@ -34,9 +34,20 @@ class HistoryIncomplete(Exception):
     """The history could not be read to the end of the window (an error, or too many rows)."""
 
 
+_PATH = "/webhooks/qubico/"
+
+
 def webhook_endpoint(settings: Settings, job_id: str) -> str:
     """The per-job webhook URL every create of `job_id` carries (and the history is matched on)."""
-    return f"{settings.public_url.rstrip('/')}/webhooks/qubico/{job_id}"
+    return f"{settings.public_url.rstrip('/')}{_PATH}{job_id}"
+
+
+def job_of(endpoint: str | None) -> str | None:
+    """The job a task's webhook endpoint names. Matched on the path, not the whole URL: a job's
+    task still counts as its own after `public_url` changed (a new host name, a port)."""
+    if not endpoint or _PATH not in endpoint:
+        return None
+    return endpoint.rsplit(_PATH, 1)[1].split("?", 1)[0] or None
 
 
 def sent_at(job: JobRow) -> float:
@@ -69,7 +80,7 @@ async def look_up(services: Services, jobs: Sequence[JobRow]) -> dict[str, TaskS
         raise HistoryIncomplete(f"history unavailable: {type(exc).__name__}: {exc}") from None
     known = await services.store.known_task_ids([r.task_id for r in rows])
     unseen = [r.task_id for r in rows if r.task_id not in known and r.task_type.lower() in ("", TASK_TYPE)]
-    wanted = {webhook_endpoint(s, j.id): j.id for j in jobs}
+    wanted = {j.id for j in jobs}
     slots = asyncio.Semaphore(s.reconcile_concurrency)
 
     async def read(task_id: str) -> TaskSnapshot:
@@ -83,9 +94,9 @@ async def look_up(services: Services, jobs: Sequence[JobRow]) -> dict[str, TaskS
             raise HistoryIncomplete(f"a listed task could not be read: {type(snap).__name__}")
         if isinstance(snap, BaseException):
             raise snap
-        job_id = wanted.get(snap.webhook_endpoint or "")
+        job_id = job_of(snap.webhook_endpoint)
         first = out.get(job_id or "")
-        if job_id is not None and (first is None or _created(snap) < _created(first)):
+        if job_id in wanted and (first is None or _created(snap) < _created(first)):
             out[job_id] = snap  # two tasks for one job (an earlier re-send): adopt the older
     return out
 
