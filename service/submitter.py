@@ -50,9 +50,10 @@ class Submitter(Worker):
 
     async def round(self) -> bool:
         s = self.services.settings
-        free = s.submit_concurrency - (len(self._inflight))
-        if s.creates_per_s > 0:  # claim no more than the rate lets out well within the claim's lease
-            free = min(free, max(1, int(s.creates_per_s * s.submit_lease_s / 2)))
+        held = s.submit_concurrency
+        if s.creates_per_s > 0:  # hold no more claims than the rate sends well within their lease
+            held = min(held, max(1, int(s.creates_per_s * s.submit_lease_s / 2)))
+        free = held - len(self._inflight)
         if free <= 0:
             return False
         jobs = await self.services.store.claim_queued(
