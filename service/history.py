@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from service.context import Services
 from service.jobs import JobRow
@@ -60,11 +61,19 @@ def conclusive_at(job: JobRow, s: Settings) -> float:
     return sent_at(job) + s.upstream_timeout_s + s.history_settle_s
 
 
-async def look_up(services: Services, jobs: Sequence[JobRow]) -> dict[str, TaskSnapshot]:
-    """job id -> the snapshot of the task its create made, for the jobs whose task is listed."""
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    found: dict[str, TaskSnapshot]  # job id -> the snapshot of the task its create made
+    complete: bool  # every listed task was read: a job not found has no task in its window
+
+
+async def look_up(services: Services, jobs: Sequence[JobRow]) -> Lookup:
+    """What the history says of `jobs`' creates. Raises HistoryIncomplete when the listing itself
+    cannot be read; a listed task that cannot be read (twice) leaves the lookup incomplete, so its
+    silence proves nothing, while the tasks it did match are still adopted."""
     s = services.settings
     if not jobs:
-        return {}
+        return Lookup({}, True)
     start = min(sent_at(j) for j in jobs) - s.history_settle_s
     end = max(conclusive_at(j, s) for j in jobs)
     rows: list[HistoryRow] = []
@@ -83,22 +92,25 @@ async def look_up(services: Services, jobs: Sequence[JobRow]) -> dict[str, TaskS
     wanted = {j.id for j in jobs}
     slots = asyncio.Semaphore(s.reconcile_concurrency)
 
-    async def read(task_id: str) -> TaskSnapshot:
-        async with slots:
-            return await services.upstream.get_task(task_id)
+    async def read(task_id: str) -> TaskSnapshot | None:
+        for _ in range(2):  # one transient failure should not cost the whole lookup
+            try:
+                async with slots:
+                    return await services.upstream.get_task(task_id)
+            except UpstreamError:
+                continue
+        return None
 
-    snaps = await asyncio.gather(*(read(t) for t in dict.fromkeys(unseen)), return_exceptions=True)
+    snaps = await asyncio.gather(*(read(t) for t in dict.fromkeys(unseen)))
     out: dict[str, TaskSnapshot] = {}
     for snap in snaps:
-        if isinstance(snap, UpstreamError):
-            raise HistoryIncomplete(f"a listed task could not be read: {type(snap).__name__}")
-        if isinstance(snap, BaseException):
-            raise snap
+        if snap is None:
+            continue
         job_id = job_of(snap.webhook_endpoint)
         first = out.get(job_id or "")
         if job_id in wanted and (first is None or _created(snap) < _created(first)):
             out[job_id] = snap  # two tasks for one job (an earlier re-send): adopt the older
-    return out
+    return Lookup(out, all(snap is not None for snap in snaps))
 
 
 def _created(snap: TaskSnapshot) -> float:

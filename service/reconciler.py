@@ -18,7 +18,7 @@ from service.backoff import Backoff
 from service.changes import apply
 from service.completion import SnapshotRefused, apply_snapshot
 from service.context import Services
-from service.history import HistoryIncomplete, conclusive_at, look_up
+from service.history import HistoryIncomplete, Lookup, conclusive_at, look_up
 from service.jobs import Change, JobRow, TaskRow
 from service.states import Event, State
 from service.upstream.errors import UpstreamError, UpstreamNotFound
@@ -122,34 +122,30 @@ class Reconciler(Worker):
             await asyncio.gather(*(self._adoption_window_passed(j, via="window") for j in jobs))
             return
         try:
-            found = await look_up(self.services, jobs)
+            lookup = await look_up(self.services, jobs)
         except HistoryIncomplete as exc:
             self.log.warning("history_lookup_failed", jobs=len(jobs), error=str(exc))
-            now = time.time()
-
-            async def without_history(job: JobRow) -> None:
-                deadline = (job.unknown_since or now) + window
-                if now >= deadline:
-                    await self._adoption_window_passed(job, via="window")
-                else:
-                    retry = {"next_check_at": min(deadline, now + _HISTORY_RETRY_S)}
-                    await self._write(job, Change(None, "reconciler", set=retry), when=State.UNKNOWN)
-
-            await asyncio.gather(*(without_history(j) for j in jobs))
-            return
+            lookup = Lookup({}, complete=False)
+        if not lookup.complete:
+            self.log.info("history_incomplete", jobs=len(jobs), found=len(lookup.found))
         now = time.time()
 
-        async def by_history(job: JobRow) -> None:
-            snap = found.get(job.id)
+        async def settle(job: JobRow) -> None:
+            snap = lookup.found.get(job.id)
             if snap is not None:
                 await self._adopt(job, snap)
-            elif now >= conclusive_at(job, s):
+            elif lookup.complete and now >= conclusive_at(job, s):
                 await self._adoption_window_passed(job, via="history")
-            else:  # the history may not list the task yet: look again once it must
+            elif lookup.complete:  # the history may not list the task yet: look again once it must
                 later = {"next_check_at": conclusive_at(job, s)}
                 await self._write(job, Change(None, "reconciler", set=later), when=State.UNKNOWN)
+            elif now >= (deadline := (job.unknown_since or now) + window):
+                await self._adoption_window_passed(job, via="window")  # the history cannot say
+            else:
+                retry = {"next_check_at": min(deadline, now + _HISTORY_RETRY_S)}
+                await self._write(job, Change(None, "reconciler", set=retry), when=State.UNKNOWN)
 
-        await asyncio.gather(*(by_history(j) for j in jobs))
+        await asyncio.gather(*(settle(j) for j in jobs))
 
     async def _adopt(self, job: JobRow, snap: TaskSnapshot) -> None:
         try:
