@@ -22,6 +22,7 @@ from benchmarks.flows import _submit, segflow_env, stop
 from benchmarks.ingest import _wait_port
 from benchmarks.machine import free_port
 from service.invariants import paid_tasks_by_job
+from service.webhook_secrets import job_of_endpoint
 
 SAMPLES = ("street.jpg", "portrait.jpg", "shapes.png")
 NOTES = ("duplicates_paid", "succeeded", "max_s", "batch_s")
@@ -162,7 +163,7 @@ def lag_after_end(work: Path, n: int = 40, **extra: str) -> list[float]:
             finished = {r["id"]: r["finished_at"] for r in _jobs(work)}
             lags = []
             for t in await _get(f"{url}/_sandbox/tasks"):
-                job_id = t["webhook_endpoint"].rsplit("/", 1)[-1]
+                job_id = job_of_endpoint(t["webhook_endpoint"])
                 ended = datetime.fromisoformat(t["ended_at"]).timestamp()
                 lags.append(finished[job_id] - ended)
             return lags

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import flows, ingest, recovery
+from benchmarks import flows, ingest, recovery, webhook_cost
 from benchmarks.machine import describe
 
 HERE = Path(__file__).resolve().parent
@@ -316,6 +316,7 @@ def main() -> None:
     runs, duration = (5, 8.0) if args.full else (3, 4.0)
     started = time.time()
     rows = ingest_rows(runs, duration, args.full) + flow_rows(3 if not args.full else 5, args.full)
+    rows += webhook_cost.rows(args.full)
     rows += recovery.rows(1 if not args.full else 3, make_target(args.full), _workdir, row)
     write(rows, describe(), profile, time.time() - started)
     print((HERE / "RESULTS.md").read_text())

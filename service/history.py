@@ -5,8 +5,9 @@ process killed mid-create). Its task, if any, was created while the create was o
 `sent_at` and `sent_at + upstream_timeout_s`. One round looks up every due unknown job at once:
 one history listing covering all their windows (paged, bounded), the rows segflow already knows
 left out, each remaining row read once with GET /task/{id} (history rows carry no input or
-webhook; the task body echoes `config.webhook_config.endpoint`, whose path names the job), matched
-to its job by that path.
+webhook; the task body echoes `config.webhook_config.endpoint`, whose path names the job and the
+attempt), matched to its job and attempt by that path (not the host: a changed `public_url` still
+finds its tasks).
 
 A job whose task is not listed once the history covers its window plus a settle delay (the
 provider may list a task a moment after creating it) was not created: it can be sent again
@@ -25,6 +26,7 @@ from service.settings import Settings
 from service.upstream.client import MAX_PAGE_SIZE
 from service.upstream.errors import UpstreamError
 from service.upstream.wire import TASK_TYPE, HistoryRow, TaskSnapshot
+from service.webhook_secrets import WEBHOOK_PREFIX, job_of_endpoint, parse_attempt, webhook_path
 
 MAX_PAGES = 20
 """A listing longer than this many full pages is not read to the end: the lookup is treated as
@@ -35,20 +37,16 @@ class HistoryIncomplete(Exception):
     """The history could not be read to the end of the window (an error, or too many rows)."""
 
 
-_PATH = "/webhooks/qubico/"
+def webhook_endpoint(settings: Settings, job_id: str, attempt: int) -> str:
+    """The webhook URL a create of `job_id`'s `attempt` carries (and the history is matched on)."""
+    return settings.public_url.rstrip("/") + webhook_path(job_id, attempt)
 
 
-def webhook_endpoint(settings: Settings, job_id: str) -> str:
-    """The per-job webhook URL every create of `job_id` carries (and the history is matched on)."""
-    return f"{settings.public_url.rstrip('/')}{_PATH}{job_id}"
-
-
-def job_of(endpoint: str | None) -> str | None:
-    """The job a task's webhook endpoint names. Matched on the path, not the whole URL: a job's
-    task still counts as its own after `public_url` changed (a new host name, a port)."""
-    if not endpoint or _PATH not in endpoint:
-        return None
-    return endpoint.rsplit(_PATH, 1)[1].split("?", 1)[0] or None
+def attempt_of(endpoint: str | None) -> int | None:
+    """The attempt an endpoint's path names (None for the older path without it)."""
+    _, found, rest = (endpoint or "").partition(WEBHOOK_PREFIX)
+    parts = rest.split("?", 1)[0].split("/")
+    return parse_attempt(parts[1]) if found and len(parts) > 1 else None
 
 
 def sent_at(job: JobRow) -> float:
@@ -89,7 +87,7 @@ async def look_up(services: Services, jobs: Sequence[JobRow]) -> Lookup:
         raise HistoryIncomplete(f"history unavailable: {type(exc).__name__}: {exc}") from None
     known = await services.store.known_task_ids([r.task_id for r in rows])
     unseen = [r.task_id for r in rows if r.task_id not in known and r.task_type.lower() in ("", TASK_TYPE)]
-    wanted = {j.id for j in jobs}
+    wanted = {j.id: j.attempt for j in jobs}
     slots = asyncio.Semaphore(s.reconcile_concurrency)
 
     async def read(task_id: str) -> TaskSnapshot | None:
@@ -104,12 +102,15 @@ async def look_up(services: Services, jobs: Sequence[JobRow]) -> Lookup:
     snaps = await asyncio.gather(*(read(t) for t in dict.fromkeys(unseen)))
     out: dict[str, TaskSnapshot] = {}
     for snap in snaps:
-        if snap is None:
+        if snap is None or not snap.webhook_endpoint:
             continue
-        job_id = job_of(snap.webhook_endpoint)
-        first = out.get(job_id or "")
-        if job_id in wanted and (first is None or _created(snap) < _created(first)):
-            out[job_id] = snap  # two tasks for one job (an earlier re-send): adopt the older
+        job_id = job_of_endpoint(snap.webhook_endpoint)
+        attempt = attempt_of(snap.webhook_endpoint)
+        if job_id not in wanted or (attempt is not None and attempt != wanted[job_id]):
+            continue  # another job's task, or an earlier attempt's (its own webhooks tell of it)
+        first = out.get(job_id)
+        if first is None or _created(snap) < _created(first):
+            out[job_id] = snap  # two tasks for one attempt (older endpoints carry no attempt): the older
     return Lookup(out, all(snap is not None for snap in snaps))
 
 

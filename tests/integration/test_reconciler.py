@@ -113,7 +113,7 @@ async def test_a_create_in_flight_when_its_submitter_died_is_adopted_from_the_hi
             job.prompt,
             job.negative_prompt,
             job.segment_factor,
-            webhook_endpoint(sf.settings, job.id),
+            webhook_endpoint(sf.settings, job.id, job.attempt),
             sf.services.secrets.derive(job.id, job.attempt),
         )
         await sf.services.upstream.create_task(request)

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 
 from service.completion import SnapshotPolicy, decide_snapshot
-from service.history import conclusive_at, job_of, webhook_endpoint
+from service.history import attempt_of, conclusive_at, webhook_endpoint
 from service.settings import Settings
 from service.states import State
 from service.timings import MIN_SAMPLES, quantile, schedule
@@ -48,13 +48,15 @@ def test_the_adoption_window_follows_the_create_to_webhook_delay_within_floor_an
     assert schedule((), [1000.0] * 50, S).adoption_window_s == 600.0  # today's 600 s stays the cap
 
 
-def test_a_listed_task_is_matched_to_its_job_by_the_webhook_path() -> None:
-    url = webhook_endpoint(S, "0b7e-job")
-    assert url == "http://127.0.0.1:8600/webhooks/qubico/0b7e-job"
-    assert job_of(url) == "0b7e-job"
-    assert job_of("https://new-host.example/webhooks/qubico/0b7e-job") == "0b7e-job"  # public_url changed
-    for other in (None, "", "https://webhook.site/xxxxx", "https://h/webhooks/qubico/"):
-        assert job_of(other) is None
+def test_a_listed_task_is_matched_to_its_job_and_attempt_by_the_webhook_path() -> None:
+    job_id = "0b7e2f4c-1d2e-4f00-8a1b-2c3d4e5f6a7b"
+    url = webhook_endpoint(S, job_id, 2)
+    assert url == f"http://127.0.0.1:8600/webhooks/qubico/{job_id}/2"
+    assert attempt_of(url) == 2
+    assert attempt_of(f"https://new-host.example/webhooks/qubico/{job_id}/2") == 2  # public_url changed
+    assert attempt_of(f"https://h/webhooks/qubico/{job_id}") is None  # the older path: no attempt
+    for other in (None, "", "https://webhook.site/xxxxx", f"https://h/webhooks/qubico/{job_id}/x"):
+        assert attempt_of(other) is None
 
 
 def test_the_history_is_conclusive_only_after_the_create_timeout_and_the_settle_delay() -> None:
