@@ -37,13 +37,16 @@ UPDATE jobs SET state = $1, updated_at = $2, attempt = $3, task_id = $4, lease_o
        lease_until = $6, not_before = $7, next_check_at = $8, submit_tries = $9, poll_count = $10,
        submitted_at = $11, unknown_since = $12, completed_at = $13, output_urls = $14,
        error_code = $15, error_message = $16, pixels = $17, price_usd = $18, finished_at = $19,
-       est_usd = $20, reserved_usd = $21, reserved_at = $22
- WHERE id = $23 AND state = $24;
+       sent_at = $20, est_usd = $21, reserved_usd = $22, reserved_at = $23
+ WHERE id = $24 AND state = $25;
 
 -- name: upsert_task
-INSERT INTO tasks (task_id, job_id, attempt, origin, status, created_at, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
-ON CONFLICT (task_id) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at;
+-- The first timing learned of a task stays (a duplicate webhook or a later poll does not move it).
+INSERT INTO tasks (task_id, job_id, attempt, origin, status, created_at, updated_at, run_s, heard_after_s)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+ON CONFLICT (task_id) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at,
+       run_s = coalesce(tasks.run_s, excluded.run_s),
+       heard_after_s = coalesce(tasks.heard_after_s, excluded.heard_after_s);
 
 -- name: insert_event
 INSERT INTO events (job_id, at, event, from_state, to_state, source, detail) VALUES ($1, $2, $3, $4, $5, $6, $7);
@@ -311,6 +314,17 @@ SELECT * FROM delivery_attempts WHERE delivery_id = $1 ORDER BY n;
 SELECT d.* FROM deliveries d JOIN outbox o ON o.id = d.event_id
  WHERE o.tenant = $1 AND d.state = 'dead' ORDER BY d.created_at DESC LIMIT $2;
 
+-- name: known_task_ids
+-- Which of these upstream task ids segflow has recorded (a history row it need not look at).
+SELECT task_id FROM tasks WHERE task_id = ANY($1::text[]);
+
+-- name: recent_run_times
+-- The upstream's run times of the latest final tasks (index tasks_run_recent).
+SELECT run_s AS s FROM tasks WHERE run_s IS NOT NULL ORDER BY updated_at DESC LIMIT $1;
+
+-- name: recent_heard_after
+-- Create-to-final-webhook delays of the latest tasks (index tasks_heard_recent).
+SELECT heard_after_s AS s FROM tasks WHERE heard_after_s IS NOT NULL ORDER BY updated_at DESC LIMIT $1;
 -- Spend (issue 19) ------------------------------------------------------------------------------
 
 -- name: add_spend
