@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from service.artifacts import LocalArtifactStore
 from service.metrics import Metrics
+from service.ratelimit import KeyedLimiter
 from service.settings import Settings
 from service.signing import CallbackSigner
 from service.store import Store, open_store_for
@@ -26,6 +27,7 @@ class Services:
     metrics: Metrics = field(default_factory=Metrics)
     wakeup: Wakeup = field(default_factory=Wakeup)
     instance_id: str = field(default_factory=lambda: _secrets.token_hex(4))
+    replays: KeyedLimiter = field(default_factory=lambda: KeyedLimiter(0))  # replay requests per tenant
 
     async def close(self) -> None:
         await self.upstream.close()
@@ -54,6 +56,7 @@ async def open_services(settings: Settings, store: Store | None = None) -> Servi
         artifacts=LocalArtifactStore(settings.artifact_dir),
         signer=CallbackSigner([k.encode() for k in settings.webhook_keys]),
         instance_id=settings.instance_id or _secrets.token_hex(4),
+        replays=KeyedLimiter(settings.callback_replays_per_minute),
     )
     listen = getattr(store, "listen", None)
     if listen is not None:  # PostgreSQL: workers on every replica wake on NOTIFY

@@ -12,8 +12,8 @@ from typing import Any
 import aiohttp
 from rich.console import Console
 
-from service.apiclient import SegflowClient
 from service.app import create_app
+from service.client import AsyncClient
 from service.context import Services, open_services
 from service.invariants import Report, check_run
 from service.logs import configure_logging
@@ -99,10 +99,10 @@ async def run_demo(*, jobs_per_image: int = 6, seed: int = 7, faults: bool = Tru
                 if faults:
                     on = {k: v for k, v in sandbox_settings.faults.as_dict().items() if k in FAULT_KINDS and v}
                     console.print("sandbox faults on: " + ", ".join(f"{k} {v:.0%}" for k, v in on.items()))
-                async with SegflowClient(segflow_url, api_key) as client:
+                async with AsyncClient(segflow_url, api_key) as client:
                     images = await _sample_images(sandbox_url)
                     items = [{"image": url, "prompt": p} for url in images for p in PROMPTS[:jobs_per_image]]
-                    batch = await client.submit(items, idempotency_key=f"demo-{seed}-{workdir.name}")
+                    batch = await client.create_batch(items, idempotency_key=f"demo-{seed}-{workdir.name}")
                     console.print(
                         f"batch {batch['batch_id']}: {len(items)} jobs "
                         f"({len(images)} images x {jobs_per_image} prompts)"

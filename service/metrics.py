@@ -25,6 +25,12 @@ class Metrics:
         self.callbacks = Counter(
             "segflow_callback_attempts_total", "Outbound callback attempts by outcome", ["outcome"], registry=r
         )
+        self.subscriptions_disabled = Counter(
+            "segflow_subscriptions_disabled_total",
+            "Subscriptions segflow disabled because their endpoint kept failing",
+            ["reason"],
+            registry=r,
+        )
         self.in_flight = Gauge("segflow_upstream_in_flight", "Jobs that may have a live upstream task", registry=r)
         self.webhook_seconds = Histogram(
             "segflow_webhook_seconds",

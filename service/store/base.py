@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from service.states import Event, State
+
+if TYPE_CHECKING:
+    from service.callback_events import OutboxEvent
 
 
 class StoreError(Exception):
@@ -195,6 +198,19 @@ class SubscriptionRow:
     created_at: float
     disabled_at: float | None
     disabled_reason: str | None
+    paused: bool = False
+    secret_version: int = 0  # 0: signed as the subscription id; n: as `<id>#v<n>`
+    previous_secret_until: float | None = None  # the previous version also signs until then
+    failing_since: float | None = None  # the first failed attempt since the last delivered one
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionChanges:
+    """A PATCH of a subscription: None leaves a field as it is."""
+
+    url: str | None = None
+    event_types: tuple[str, ...] | None = None
+    paused: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +241,7 @@ class DeliveryRow:
     last_error: str | None
     created_at: float
     finished_at: float | None
+    origin: str = ""  # scheme://host:port, what the per-endpoint limit and the slow-down key on
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +259,8 @@ class ClaimedDelivery:
     delivery: DeliveryRow
     payload: str
     tenant: str
+    secret_version: int = 0  # of the subscription (0 for a batch's callback_url)
+    previous_secret_until: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,6 +272,12 @@ class AttemptResult:
     error: str | None
     outcome: str  # delivered | retry | dead | gone (410: the subscription is disabled)
     next_at: float | None = None
+    # The endpoint asked to be left alone (429/502/503/504): pause its origin at least this long,
+    # doubling while it keeps asking, up to slow_down_max_s.
+    slow_down_s: float | None = None
+    slow_down_max_s: float = 0.0
+    # A subscription failing (no delivery) for this long is disabled (None: never).
+    disable_after_s: float | None = None
 
 
 class Decision(Protocol):
@@ -317,19 +342,45 @@ class Store(Protocol):
     async def flow_counts(self) -> Mapping[str, int]: ...
 
     # callbacks: subscriptions, the outbox and its deliveries
-    async def add_subscription(self, sub: SubscriptionRow) -> None: ...
+    async def add_subscription(self, sub: SubscriptionRow, *, max_per_tenant: int = 0) -> bool:
+        """False (nothing added) when the tenant already has `max_per_tenant` enabled ones (0: no limit)."""
+        ...
+
     async def list_subscriptions(self, tenant: str) -> list[SubscriptionRow]: ...
     async def get_subscription(self, sub_id: str) -> SubscriptionRow | None: ...
     async def delete_subscription(self, tenant: str, sub_id: str) -> bool: ...
-    async def list_events(self, tenant: str, *, since: float, limit: int) -> list[OutboxRow]: ...
+    async def update_subscription(self, sub_id: str, changes: SubscriptionChanges) -> SubscriptionRow | None:
+        """Apply a PATCH (a new URL also moves the subscription's pending deliveries)."""
+        ...
+
+    async def rotate_subscription_secret(
+        self, sub_id: str, *, now: float, overlap_s: float
+    ) -> SubscriptionRow | None: ...
+
+    async def add_test_event(self, event: OutboxEvent, sub: SubscriptionRow, *, now: float) -> None:
+        """An example event delivered to this one subscription only."""
+        ...
+
+    async def list_events(
+        self, tenant: str, *, since: float, limit: int, type: str | None = None, before: tuple[float, str] | None = None
+    ) -> list[OutboxRow]:
+        """Newest first; `before` is the (created_at, id) of the last event already seen."""
+        ...
+
     async def get_event(self, event_id: str) -> OutboxRow | None: ...
     async def event_deliveries(self, event_id: str) -> list[tuple[DeliveryRow, list[DeliveryAttemptRow]]]: ...
     async def claim_deliveries(
         self, owner: str, *, now: float, limit: int, lease_s: float, per_endpoint: int
     ) -> list[ClaimedDelivery]: ...
-    async def finish_attempt(self, delivery: DeliveryRow, result: AttemptResult, *, now: float) -> None: ...
-    async def replay_event(self, event_id: str, *, now: float) -> int: ...
-    async def replay_subscription(self, sub_id: str, *, since: float, now: float) -> int: ...
+    async def finish_attempt(self, delivery: DeliveryRow, result: AttemptResult, *, now: float) -> bool:
+        """Record the attempt; True when it disabled the subscription (failing too long)."""
+        ...
+
+    async def replay_event(self, event_id: str, *, now: float, everything: bool = False) -> int:
+        """Queue again the event's dead (and failing) deliveries; `everything`: delivered ones too."""
+        ...
+
+    async def replay_subscription(self, sub_id: str, *, since: float, now: float, everything: bool = False) -> int: ...
     async def dead_deliveries(self, tenant: str, *, limit: int) -> list[DeliveryRow]: ...
 
 

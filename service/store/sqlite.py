@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from service.callback_origin import origin_of
 from service.states import State
 from service.store import rows
 from service.store.base import (
@@ -126,6 +127,8 @@ class SqliteStore(SqliteCallbacks):
         conn.execute(f"PRAGMA synchronous = {self._synchronous}")
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute("PRAGMA busy_timeout = 30000")
+        # Callback deliveries are keyed on their URL's origin (migration 0007, the claim).
+        conn.create_function("segflow_origin", 1, origin_of, deterministic=True)
         return conn
 
     def _migrate(self) -> None:
