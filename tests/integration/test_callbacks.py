@@ -5,11 +5,11 @@ timeouts, 410s, outages and replays."""
 from __future__ import annotations
 
 import asyncio
-from contextlib import asynccontextmanager
 import base64
 import socket
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
