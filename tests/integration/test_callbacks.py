@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import socket
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -39,6 +40,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+    at: float = field(default_factory=time.monotonic)
 
     @property
     def json(self) -> Any:
@@ -54,6 +56,7 @@ class Receiver:
     answer: Callable[[str, str, int], int | None] = lambda path, msg_id, nth: 200
     seen: Counter[tuple[str, str]] = field(default_factory=Counter)
     release: asyncio.Event = field(default_factory=asyncio.Event)
+    reply_headers: dict[str, str] = field(default_factory=dict)  # sent with every answer
 
     async def handle(self, request: Request) -> Response:
         path = request.url.path
@@ -64,7 +67,7 @@ class Receiver:
         if status is None:
             await self.release.wait()  # hang past segflow's timeout
             status = 200
-        return Response(status_code=status)
+        return Response(status_code=status, headers=self.reply_headers)
 
     def ok(self, path: str) -> list[Received]:
         """The distinct messages a path received (duplicates share a webhook-id)."""
