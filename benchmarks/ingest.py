@@ -119,9 +119,13 @@ def bare_app() -> Any:
 async def serve(kind: str, port: int, database_url: str) -> None:
     import uvicorn
 
+    services = None
     if kind == "bare":
         app = bare_app()
-        services = None
+    elif kind == "peer":
+        from benchmarks.peer import peer_app
+
+        app = peer_app(database_url, KEY)
     else:
         from service.app import create_app
         from service.context import open_services
@@ -240,7 +244,7 @@ def measure(
     needed = int(max(4000, (rate or 20000) * duration_s * 1.3))
     pairs = (
         asyncio.run(prepare(database_url, needed))
-        if kind == "segflow"
+        if kind != "bare"
         else [(str(uuid.uuid4()), str(uuid.uuid4())) for _ in range(needed)]
     )
     requests = requests_for(pairs)
@@ -290,7 +294,7 @@ def measure(
         "p50_ms": statistics.median(r["p50_ms"] for r in results),
         "p99_ms": max(r["p99_ms"] for r in results),
     }
-    if kind == "segflow":
+    if kind != "bare":
         out["moved"] = asyncio.run(_count_fetching(database_url))
     return out
 
@@ -310,7 +314,7 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("serve")
-    s.add_argument("kind", choices=["segflow", "bare"])
+    s.add_argument("kind", choices=["segflow", "bare", "peer"])
     s.add_argument("port", type=int)
     s.add_argument("database_url")
     g = sub.add_parser("generate")

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 
+from service.jobs import ArtifactRow, JobRow, OutboxEvent
 from service.states import State
-from service.store.base import ArtifactRow, JobRow
 
 JOB_EVENT_TYPES: Mapping[State, str] = {
     State.SUCCEEDED: "job.succeeded",
@@ -94,27 +93,19 @@ class Envelope(msgspec.Struct, kw_only=True):
     data: JobEventData | BatchCompletedData | SubscriptionDisabledData
 
 
-@dataclass(frozen=True, slots=True)
-class OutboxEvent:
-    id: str
-    tenant: str
-    type: str
-    batch_id: str  # "" for events about no batch (subscription.disabled, test events)
-    job_id: str | None
-    payload: str  # the exact JSON body every delivery of this event sends
-    created_at: float
-
-
 _encoder = msgspec.json.Encoder()
 
 
-def iso(ts: float | None) -> str | None:
-    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+def rfc3339(ts: float | None) -> str | None:
+    """A unix time as RFC 3339 UTC with milliseconds, as every time segflow shows is written."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _body(event_id: str, kind: str, now: float, data: msgspec.Struct) -> str:
     assert isinstance(data, DATA_TYPES[kind]), (kind, type(data))
-    envelope = Envelope(id=event_id, type=kind, timestamp=iso(now) or "", data=data)  # type: ignore[arg-type]
+    envelope = Envelope(id=event_id, type=kind, timestamp=rfc3339(now) or "", data=data)  # type: ignore[arg-type]
     return _encoder.encode(envelope).decode()
 
 
@@ -144,7 +135,7 @@ def job_event(job: JobRow, artifacts: Sequence[ArtifactRow], now: float) -> Outb
             url=f"/v1/jobs/{job.id}/mask",
         ),
         price_usd=job.price_usd,
-        finished_at=iso(job.finished_at or now) or "",
+        finished_at=rfc3339(job.finished_at or now) or "",
     )
     return OutboxEvent(event_id, job.tenant, kind, job.batch_id, job.id, _body(event_id, kind, now, data), now)
 
@@ -168,7 +159,11 @@ def subscription_disabled_event(
 ) -> OutboxEvent:
     event_id = f"evt_{uuid.uuid4().hex}"
     data = SubscriptionDisabledData(
-        subscription_id=sub_id, url=url, reason=reason, failing_since=iso(failing_since), disabled_at=iso(now) or ""
+        subscription_id=sub_id,
+        url=url,
+        reason=reason,
+        failing_since=rfc3339(failing_since),
+        disabled_at=rfc3339(now) or "",
     )
     body = _body(event_id, SUBSCRIPTION_DISABLED, now, data)
     return OutboxEvent(event_id, tenant, SUBSCRIPTION_DISABLED, "", None, body, now)
@@ -191,8 +186,8 @@ def example_data(kind: str) -> msgspec.Struct:
             subscription_id="sub_00000000000000000000000000000000",
             url="https://hooks.example.com/segflow",
             reason="failing for 5 days",
-            failing_since=iso(_EXAMPLE_TS - 5 * 86400),
-            disabled_at=iso(_EXAMPLE_TS) or "",
+            failing_since=rfc3339(_EXAMPLE_TS - 5 * 86400),
+            disabled_at=rfc3339(_EXAMPLE_TS) or "",
         )
     state = next(s for s, t in JOB_EVENT_TYPES.items() if t == kind)
     job_id = "00000000-0000-4000-8000-000000000001"
@@ -211,7 +206,7 @@ def example_data(kind: str) -> msgspec.Struct:
         if state is State.SUCCEEDED
         else None,
         price_usd=0.001 if state is State.SUCCEEDED else None,
-        finished_at=iso(_EXAMPLE_TS) or "",
+        finished_at=rfc3339(_EXAMPLE_TS) or "",
     )
 
 

@@ -58,7 +58,6 @@ async def open_services(settings: Settings, store: Store | None = None) -> Servi
         instance_id=settings.instance_id or _secrets.token_hex(4),
         replays=KeyedLimiter(settings.callback_replays_per_minute),
     )
-    listen = getattr(store, "listen", None)
-    if listen is not None:  # PostgreSQL: workers on every replica wake on NOTIFY
-        await listen(services.wakeup.notify)
+    # After every commit that gives workers work (late-bound: tests swap in a recording Wakeup).
+    await store.listen(lambda topic: services.wakeup.notify(topic))
     return services

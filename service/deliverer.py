@@ -19,8 +19,8 @@ from email.utils import parsedate_to_datetime
 import aiohttp
 
 from service.context import Services
+from service.jobs import AttemptResult, ClaimedDelivery
 from service.signing import subscription_owners
-from service.store.base import AttemptResult, ClaimedDelivery
 from service.urlguard import GuardedSession, UrlRefused, check_url
 from service.wakeup import Topic
 from service.worker_base import Worker

@@ -7,11 +7,13 @@ import asyncio
 import time
 
 from service.backoff import Backoff
-from service.completion import record
+from service.changes import apply
+from service.completion import policy_of
 from service.context import Services
+from service.job_actions import cancel_upstream
+from service.jobs import Change, DecideFn, JobRow, TaskRow, TaskUpsert
 from service.ratelimit import TokenBucket
 from service.states import Event, State
-from service.store.base import Change, DecideFn, JobRow, TaskRow, TaskUpsert
 from service.upstream.errors import (
     UpstreamAmbiguous,
     UpstreamError,
@@ -93,10 +95,10 @@ class Submitter(Worker):
             outcome = await self._write(job, self._created(job, snap), task_id=snap.task_id)
             log.info("task_created", state=outcome.value if outcome else None)
             if outcome is State.CANCELLED:
-                await self._cancel_upstream(snap.task_id)
+                await cancel_upstream(self.services, snap.task_id)
 
     def _created(self, claimed: JobRow, snap: TaskSnapshot) -> DecideFn:
-        poll_after = self.services.settings.poll_after_s
+        poll_after = policy_of(self.services).next_poll_s(snap.status)
 
         def decide(job: JobRow | None, task: TaskRow | None) -> Change | None:
             if job is None or job.attempt != claimed.attempt:
@@ -112,9 +114,6 @@ class Submitter(Worker):
                         "task_id": snap.task_id,
                         "submitted_at": now,
                         "next_check_at": now + poll_after,
-                        "lease_owner": None,
-                        "lease_until": None,
-                        "unknown_since": None,
                         "error_code": None,
                         "error_message": None,
                     },
@@ -138,8 +137,6 @@ class Submitter(Worker):
                 set={
                     "unknown_since": now,
                     "next_check_at": now + s.adoption_window_s,
-                    "lease_owner": None,
-                    "lease_until": None,
                 },
                 detail={"error": type(exc).__name__},
             )
@@ -166,8 +163,6 @@ class Submitter(Worker):
             set={
                 "not_before": now + delay,
                 "submit_tries": job.submit_tries + 1,
-                "lease_owner": None,
-                "lease_until": None,
                 "error_code": code,
                 "error_message": str(exc)[:500],
             },
@@ -175,15 +170,8 @@ class Submitter(Worker):
         )
 
     async def _write(self, claimed: JobRow, decide: DecideFn, task_id: str | None = None) -> State | None:
-        outcome = await self.services.store.transition(claimed.id, decide, task_id=task_id)
-        record(self.services, outcome, "submitter")
+        outcome = await apply(self.services, claimed.id, decide, source="submitter", task_id=task_id)
         return outcome.after.state if outcome.after else None
-
-    async def _cancel_upstream(self, task_id: str) -> None:
-        try:
-            await self.services.upstream.cancel_task(task_id)
-        except UpstreamError as exc:
-            self.log.info("cancel_failed", task_id=task_id, error=str(exc))
 
 
 def _same_attempt(current: JobRow | None, claimed: JobRow) -> bool:

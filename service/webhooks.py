@@ -18,7 +18,7 @@ from starlette.responses import Response
 from service.completion import SnapshotRefused, apply_snapshot
 from service.context import Services
 from service.http_body import BodyTooLarge, read_limited
-from service.store.base import StoreError
+from service.store import StoreError
 from service.upstream.wire import WireError, decode_webhook
 
 log = structlog.get_logger("segflow.webhooks")

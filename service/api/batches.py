@@ -13,8 +13,8 @@ from service.api.endpoint import Call
 from service.api.errors import ApiError, not_found
 from service.api.listing import encode_batch_cursor, encode_cursor, parse_batch_listing, parse_listing
 from service.api.responses import json_response
-from service.store.base import BatchRow, IdempotencyConflict
-from service.wakeup import Topic
+from service.jobs import BatchRow
+from service.store import IdempotencyConflict
 
 log = structlog.get_logger("segflow.api")
 
@@ -39,7 +39,6 @@ async def create_batch(call: Call) -> Response:
             409, "idempotency_conflict", "this Idempotency-Key was used with a different request body"
         ) from None
     if created:
-        services.wakeup.notify(Topic.SUBMIT)
         log.info("batch_created", batch_id=batch.id, jobs=len(jobs))
     else:
         log.info("batch_replayed", batch_id=batch.id)

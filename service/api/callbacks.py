@@ -17,10 +17,9 @@ from service.api.errors import ApiError, Problem, invalid, not_found
 from service.api.fields import url_problem
 from service.api.listing import encode_event_cursor, parse_event_listing
 from service.api.responses import json_response
-from service.api.views import rfc3339
-from service.callback_events import EVENT_TYPES, sample_event
+from service.callback_events import EVENT_TYPES, rfc3339, sample_event
+from service.jobs import DeliveryAttemptRow, DeliveryRow, OutboxEvent, SubscriptionChanges, SubscriptionRow
 from service.signing import subscription_owners
-from service.store.base import DeliveryAttemptRow, DeliveryRow, OutboxRow, SubscriptionChanges, SubscriptionRow
 from service.wakeup import Topic
 
 _SUBSCRIPTION_FIELDS = frozenset({"url", "event_types", "ed25519"})
@@ -50,7 +49,7 @@ def subscription_view(call: Call, sub: SubscriptionRow) -> dict[str, Any]:
     }
 
 
-def event_view(event: OutboxRow) -> dict[str, Any]:
+def event_view(event: OutboxEvent) -> dict[str, Any]:
     return {
         "id": event.id,
         "type": event.type,
@@ -286,7 +285,7 @@ async def callback_keys(call: Call) -> Response:
     return json_response({"secrets": signer.secrets(owner), "public_keys": signer.public_keys(owner)})
 
 
-async def owned_event(call: Call) -> OutboxRow:
+async def owned_event(call: Call) -> OutboxEvent:
     event = await call.services.store.get_event(call.request.path_params["event_id"])
     if event is None or event.tenant != call.tenant:
         raise not_found("event")

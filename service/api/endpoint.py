@@ -18,7 +18,7 @@ from service.api.auth import Authenticator
 from service.api.errors import ApiError
 from service.api.responses import error_response
 from service.context import Services
-from service.store.base import StoreError
+from service.store import StoreError
 
 log = structlog.get_logger("segflow.api")
 

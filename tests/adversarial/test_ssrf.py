@@ -36,8 +36,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from service.download import DownloadInvalid, DownloadPolicy, DownloadTransient, download_image
+from service.jobs import Change, TaskUpsert
 from service.states import Event
-from service.store.base import Change, TaskUpsert
 from service.urlguard import GuardedResolver, is_public
 from tests.fixtures.api import IMAGE, Api, png, running_api
 from tests.fixtures.segflow import Starter
