@@ -202,7 +202,7 @@ async def test_another_tenants_batch_is_not_visible(sandbox: Any, segflow: Any, 
     sb = await sandbox()
     sf = await segflow(sb.url)
     async with AsyncClient(sf.url, TENANT_KEYS["globex"]) as globex:
-        theirs = (await globex.submit(items(sb, 2, "their")))["batch_id"]
+        theirs = (await globex.create_batch(items(sb, 2, "their")))["batch_id"]
     ours = (await sf.client.create_batch(items(sb, 1, "our")))["batch_id"]
     tab = await console(sf.url)
 
