@@ -34,6 +34,8 @@ from tests.fixtures.segflow import TENANT_KEYS
 from tests.integration.test_flow import wait_done
 
 QUICK_RETRY = RetryPolicy(retries=3, base_s=0.05, max_wait_s=0.2)
+# The client is what is tested here, not the store: one database is enough.
+pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 
 @dataclass
@@ -138,7 +140,9 @@ async def test_retry_after_is_honoured_and_a_lasting_429_is_a_typed_error(segflo
             assert (await client.list_subscriptions())["subscriptions"] == []
             first, second = proxy.seen[0][0], proxy.seen[1][0]
             assert second - first >= 0.95  # the policy alone would wait 0.05-0.1 s
-            proxy.fault = lambda request, n: ("before", busy)
+        proxy.fault = lambda request, n: ("before", busy)
+        once = RetryPolicy(retries=1, base_s=0.05)
+        async with AsyncClient(proxy.url, TENANT_KEYS["acme"], retry=once) as client:
             with pytest.raises(RateLimited) as limited:
                 await client.list_subscriptions()
             assert limited.value.retry_after_s == 1.0

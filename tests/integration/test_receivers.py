@@ -27,6 +27,8 @@ from tests.fixtures.segflow import TENANT_KEYS
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "receivers"
 QUICK = {"callback_retry_schedule_s": (0.2,) * 5, "callback_interval_s": 0.05}
+# The receivers are what is tested here, not the store: one database is enough.
+pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 
 def example(name: str) -> Any:
