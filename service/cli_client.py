@@ -92,7 +92,7 @@ def run(handler: Any, args: argparse.Namespace) -> int:
         return UNREACHABLE
 
 
-def _emit(args: argparse.Namespace, document: Any) -> None:
+def _emit(document: Any) -> None:
     print(json.dumps(document, indent=2, sort_keys=True))
 
 
@@ -230,7 +230,7 @@ async def submit(args: argparse.Namespace) -> int:
                 console.print(counts_table(f"{len(ids)} batch(es), {len(items)} jobs", report["counts"]))
                 console.print(f"spend: ${report['spend_usd']:.2f}")
     if args.output == "json":
-        _emit(args, report)
+        _emit(report)
     return code
 
 
@@ -257,7 +257,7 @@ async def status(args: argparse.Namespace) -> int:
     report: dict[str, Any] = _run_summary(summaries)
     report |= {"total": sum(s["total"] for s in summaries), "batches": summaries}
     if args.output == "json":
-        _emit(args, report)
+        _emit(report)
     else:
         console = Console()
         title = f"{' '.join(args.batch_ids)}: {report['done']}/{report['total']} done"
@@ -289,7 +289,7 @@ async def results(args: argparse.Namespace) -> int:
             digest = hashlib.sha256(data).hexdigest()
             saved.append({"job_id": job["job_id"], "file": str(target.resolve()), "bytes": len(data), "sha256": digest})
     if json_out:
-        _emit(args, {"folder": str(out.resolve()), "saved": saved, "without_mask": missing})
+        _emit({"folder": str(out.resolve()), "saved": saved, "without_mask": missing})
     else:
         rows = [
             ("masks saved", str(len(saved))),
