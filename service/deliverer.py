@@ -124,8 +124,8 @@ class Deliverer(Worker):
         disabled = await self.services.store.finish_attempt(d, result, now=now)
         self.services.metrics.callbacks.labels(outcome=outcome).inc()
         if disabled:
-            self.services.metrics.subscriptions_disabled.labels(reason="failing").inc()
-            self.log.warning("subscription_disabled", subscription_id=d.target, reason="failing")
+            self.services.metrics.subscriptions_disabled.labels(reason=disabled).inc()
+            self.log.warning("subscription_disabled", subscription_id=d.target, reason=disabled)
         self.log.info(
             "callback_attempt",
             event_id=d.event_id,

@@ -27,7 +27,7 @@ class Metrics:
         )
         self.subscriptions_disabled = Counter(
             "segflow_subscriptions_disabled_total",
-            "Subscriptions segflow disabled because their endpoint kept failing",
+            "Subscriptions segflow disabled: their endpoint kept failing, or answered 410 Gone",
             ["reason"],
             registry=r,
         )

@@ -534,14 +534,15 @@ class Store:
 
         return await self._write(op)
 
-    async def finish_attempt(self, delivery: DeliveryRow, result: AttemptResult, *, now: float) -> bool:
-        """Record the attempt; True when it disabled the subscription (failing too long)."""
+    async def finish_attempt(self, delivery: DeliveryRow, result: AttemptResult, *, now: float) -> str | None:
+        """Record the attempt; why it disabled the subscription ("gone": 410, "failing": failing
+        for `disable_after_s`), or None. A disabled subscription says so with subscription.disabled."""
         n = delivery.attempts + 1
         state = _DELIVERY_STATES.get(result.outcome, DeliveryState.DEAD)
         finished, next_at = (None if state is DeliveryState.PENDING else now), result.next_at or now
         is_sub = delivery.target != "batch"
 
-        async def op(c: Conn) -> bool:
+        async def op(c: Conn) -> str | None:
             await c.execute("insert_attempt", delivery.id, n, now, result.status, result.duration_ms, result.error)
             await c.execute("finish_delivery", n, state, next_at, result.status, result.error, finished, delivery.id)
             if result.slow_down_s is not None:
@@ -550,23 +551,25 @@ class Store:
                 await c.execute("forget_slow_down", delivery.origin)
                 if is_sub:
                     await c.execute("subscription_healthy", delivery.target)
-                return False
+                return None
             if not is_sub:
-                return False
-            if result.outcome == "gone":
-                await self._disable(c, delivery.target, "endpoint answered 410 Gone", now)
-                return False
+                return None
             row = await c.fetchrow("subscription_failing", now, delivery.target)
             sub = rows.subscription(row) if row is not None else None
+            if sub is None:  # already disabled
+                return None
             limit = result.disable_after_s
-            if sub and limit is not None and sub.failing_since is not None and now - sub.failing_since >= limit:
-                reason = f"failing for {limit / 86400:g} days"
-                await self._disable(c, sub.id, reason, now)
-                await self._emit(
-                    c, subscription_disabled_event(sub.tenant, sub.id, sub.url, reason, sub.failing_since, now)
-                )
-                return True
-            return False
+            if result.outcome == "gone":
+                why, reason = "gone", "endpoint answered 410 Gone"
+            elif limit is not None and sub.failing_since is not None and now - sub.failing_since >= limit:
+                why, reason = "failing", f"failing for {limit / 86400:g} days"
+            else:
+                return None
+            await self._disable(c, sub.id, reason, now)
+            await self._emit(
+                c, subscription_disabled_event(sub.tenant, sub.id, sub.url, reason, sub.failing_since, now)
+            )
+            return why
 
         return await self._write(op)
 

@@ -219,6 +219,8 @@ async def test_410_gone_disables_the_subscription(sandbox: Any, segflow: Any, re
         await asyncio.sleep(0.05)
     _, after = await api(sf, "GET", f"/v1/subscriptions/{sub['id']}")
     assert "410" in after["disabled_reason"]
+    _, told = await api(sf, "GET", "/v1/events?type=subscription.disabled")
+    assert [e["payload"]["data"]["subscription_id"] for e in told["events"]] == [sub["id"]]
     requests = len(receiver.received)
     await submit(sf, sb, 2)  # a disabled subscription gets nothing more
     await asyncio.sleep(0)
