@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import flows, ingest
+from benchmarks import flows, ingest, webhook_cost
 from benchmarks.machine import describe
 
 HERE = Path(__file__).resolve().parent
@@ -308,6 +308,7 @@ def main() -> None:
     runs, duration = (5, 8.0) if args.full else (3, 4.0)
     started = time.time()
     rows = ingest_rows(runs, duration, args.full) + flow_rows(3 if not args.full else 5, args.full)
+    rows += webhook_cost.rows(args.full)
     write(rows, describe(), profile, time.time() - started)
     print((HERE / "RESULTS.md").read_text())
 

@@ -20,6 +20,7 @@ from service.api.responses import json_response
 from service.callback_events import EVENT_TYPES, rfc3339, sample_event
 from service.jobs import DeliveryAttemptRow, DeliveryRow, OutboxEvent, SubscriptionChanges, SubscriptionRow
 from service.signing import subscription_owners
+from service.urlguard import callback_policy
 from service.wakeup import Topic
 
 _SUBSCRIPTION_FIELDS = frozenset({"url", "event_types", "ed25519"})
@@ -95,27 +96,16 @@ async def create_subscription(call: Call) -> Response:
         raise invalid([Problem("body", "must be a JSON object")])
     problems = [Problem(name, "unknown field") for name in sorted(set(doc) - _SUBSCRIPTION_FIELDS)]
     url = doc.get("url")
-    settings = call.services.settings
-    dev = settings.allow_private_image_urls
-    if not isinstance(url, str):
-        problems.append(Problem("url", "required, a string"))
-    elif (reason := url_problem(url, https_only=not dev, allow_private=dev)) is not None:
-        problems.append(Problem("url", reason))
+    problems += _url_problems(call, url)
     types = doc.get("event_types", [])
-    if not isinstance(types, list) or not all(isinstance(t, str) for t in types):
-        problems.append(Problem("event_types", "must be a list of event types"))
-    else:
-        problems += [
-            Problem(f"event_types[{i}]", f"unknown; one of {', '.join(EVENT_TYPES)}")
-            for i, t in enumerate(types)
-            if t not in EVENT_TYPES
-        ]
+    problems += _type_problems(types)
     ed25519 = doc.get("ed25519", False)
     if not isinstance(ed25519, bool):
         problems.append(Problem("ed25519", "must be true or false"))
     if problems:
         raise invalid(problems)
     assert isinstance(url, str) and isinstance(types, list)
+    settings = call.services.settings
     sub = SubscriptionRow(
         f"sub_{uuid.uuid4().hex}", call.tenant, url, tuple(dict.fromkeys(types)), ed25519, time.time(), None, None
     )
@@ -128,10 +118,9 @@ async def create_subscription(call: Call) -> Response:
 
 
 def _url_problems(call: Call, url: Any) -> list[Problem]:
-    dev = call.services.settings.allow_private_image_urls
     if not isinstance(url, str):
         return [Problem("url", "required, a string")]
-    reason = url_problem(url, https_only=not dev, allow_private=dev)
+    reason = url_problem(url, callback_policy(call.services.settings))
     return [] if reason is None else [Problem("url", reason)]
 
 
