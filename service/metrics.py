@@ -97,7 +97,6 @@ class Metrics:
             ["reason"],
             registry=r,
         )
-        self.in_flight = Gauge("segflow_upstream_in_flight", "Jobs that may have a live upstream task", registry=r)
         self.spend = Counter(
             "segflow_spend_usd_total",
             "Upstream price of the masks this process stored, by tenant (the first tenants seen, then _other)",
