@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 
 from service.artifacts import LocalArtifactStore
 from service.metrics import Metrics
-from service.ratelimit import KeyedLimiter
 from service.settings import Settings, check_for_service
 from service.signing import CallbackSigner
 from service.store import Store, open_store_for
@@ -28,7 +27,6 @@ class Services:
     metrics: Metrics = field(default_factory=Metrics)
     wakeup: Wakeup = field(default_factory=Wakeup)
     instance_id: str = field(default_factory=lambda: _secrets.token_hex(4))
-    replays: KeyedLimiter = field(default_factory=lambda: KeyedLimiter(0))  # replay requests per tenant
     tracing: Tracing = field(default_factory=Tracing)
 
     async def close(self) -> None:
@@ -61,7 +59,6 @@ async def open_services(settings: Settings, store: Store | None = None, tracing:
         secrets=WebhookSecrets([k.encode() for k in settings.webhook_keys]),
         artifacts=LocalArtifactStore(settings.artifact_dir),
         signer=CallbackSigner([k.encode() for k in settings.webhook_keys]),
-        replays=KeyedLimiter(settings.callback_replays_per_minute),
         instance_id=instance_id,
         tracing=tracing,
         metrics=Metrics(max_tenants=settings.metrics_max_tenants),

@@ -96,7 +96,7 @@ class Settings:
     callback_lease_s: float = _opt("callbacks", "lease_s", 60.0)
     callback_interval_s: float = _opt("callbacks", "interval_s", 1.0)
     callback_max_subscriptions: int = _opt("callbacks", "max_subscriptions", 20)
-    callback_replays_per_minute: float = _opt("callbacks", "replays_per_minute", 10.0)
+    callback_replays_per_minute: int = _opt("callbacks", "replays_per_minute", 10)
     callback_retry_after_max_s: float = _opt("callbacks", "retry_after_max_s", 3600.0)
     callback_slow_down_s: float = _opt("callbacks", "slow_down_s", 5.0)
     callback_slow_down_max_s: float = _opt("callbacks", "slow_down_max_s", 600.0)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 import uuid
 from datetime import datetime
@@ -19,6 +18,7 @@ from service.api.listing import encode_event_cursor, parse_event_listing
 from service.api.responses import json_response
 from service.callback_events import EVENT_TYPES, rfc3339, sample_event
 from service.jobs import DeliveryAttemptRow, DeliveryRow, OutboxEvent, SubscriptionChanges, SubscriptionRow
+from service.quotas import charge_replay
 from service.signing import subscription_owners
 from service.urlguard import callback_policy
 from service.wakeup import Topic
@@ -207,17 +207,6 @@ async def send_test_event(call: Call) -> Response:
     return json_response({"event_id": event.id, "subscription_id": sub.id, "type": kind}, 202)
 
 
-def _replay_allowed(call: Call) -> None:
-    wait = call.services.replays.take(call.tenant)
-    if wait > 0:
-        raise ApiError(
-            429,
-            "rate_limited",
-            "too many replays; try again later",
-            headers={"retry-after": str(max(1, math.ceil(wait)))},
-        )
-
-
 def _everything(doc: Any, problems: list[Problem]) -> bool:
     value = doc.get("all", False) if isinstance(doc, dict) else False
     if not isinstance(value, bool):
@@ -261,7 +250,7 @@ async def replay_subscription(call: Call) -> Response:
     if problems:
         raise invalid(problems)
     since = _timestamp(doc.get("since") if isinstance(doc, dict) else None)
-    _replay_allowed(call)
+    await charge_replay(call.services, call.tenant, time.time())
     count = await call.services.store.replay_subscription(sub.id, since=since, now=time.time(), everything=everything)
     call.services.wakeup.notify(Topic.DELIVER)
     return json_response({"subscription_id": sub.id, "replayed": count})
@@ -312,7 +301,7 @@ async def replay_event(call: Call) -> Response:
     everything = _everything(doc, problems)
     if problems:
         raise invalid(problems)
-    _replay_allowed(call)
+    await charge_replay(call.services, call.tenant, time.time())
     count = await call.services.store.replay_event(event.id, now=time.time(), everything=everything)
     call.services.wakeup.notify(Topic.DELIVER)
     return json_response({"event_id": event.id, "replayed": count})

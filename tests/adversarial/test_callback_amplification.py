@@ -80,7 +80,8 @@ async def test_replays_are_rate_limited_per_tenant(segflow: Starter) -> None:
         event_id = await cancelled_job(api)
         answers = [await api.call("POST", f"/v1/events/{event_id}/replay") for _ in range(3)]
         assert [a.status for a in answers] == [200, 200, 429]
-        assert answers[2].error == "rate_limited" and int(answers[2].headers["retry-after"]) >= 1
+        assert answers[2].error == "quota_exceeded" and int(answers[2].headers["retry-after"]) >= 1
+        assert answers[2].body["detail"] == [{"quota": "replays_per_minute", "limit": 2}]
         other = await cancelled_job(api, tenant="globex")
         assert (await api.call("POST", f"/v1/events/{other}/replay", tenant="globex")).status == 200
 

@@ -1,5 +1,5 @@
 """The pure rules behind delivery etiquette and the client's retries: Retry-After parsing, the
-client's retry decisions, the per-tenant replay limiter, who signs after a secret rotation."""
+client's retry decisions, who signs after a secret rotation."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import pytest
 from service.client import calls
 from service.client.core import RetryPolicy
 from service.deliverer import retry_after_s
-from service.ratelimit import KeyedLimiter
 from service.signing import subscription_owners
 
 
@@ -67,15 +66,6 @@ def test_batch_creation_always_carries_an_idempotency_key_a_fresh_one_each_call(
     first, second = (calls.create_batch([{"image": "https://x/y.png", "prompt": "p"}]) for _ in range(2))
     assert first.headers["idempotency-key"] != second.headers["idempotency-key"]
     assert calls.create_batch([], idempotency_key="mine").headers["idempotency-key"] == "mine"
-
-
-def test_the_replay_limiter_allows_bursts_then_says_how_long_to_wait() -> None:
-    limiter = KeyedLimiter(per_minute=2)
-    assert [limiter.take("acme") for _ in range(2)] == [0.0, 0.0]
-    wait = limiter.take("acme")
-    assert 0 < wait <= 30.0
-    assert limiter.take("globex") == 0.0  # each tenant has its own bucket
-    assert KeyedLimiter(0).take("acme") == 0.0  # 0: unlimited
 
 
 def test_after_a_rotation_both_generations_sign_until_the_overlap_ends() -> None:
