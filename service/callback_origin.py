@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import re
 
-_ORIGIN = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(?:[^@/?#]*@)?(\[[^]/?#]*\]|[^:/?#]*)(?::([0-9]*))?")
+# The host alternatives cannot both match (a bracketed IPv6 literal, or a name not starting with
+# "["), so Python's first-match and PostgreSQL's longest-match read every URL alike.
+_ORIGIN = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(?:[^@/?#]*@)?(\[[^]/?#]*\]|[^:/?#\[@][^:/?#@]*|)(?::([0-9]*))?")
 _DEFAULT_PORT = {"https": "443"}
 
 

@@ -6,7 +6,7 @@ CREATE OR REPLACE FUNCTION segflow_origin(url text) RETURNS text LANGUAGE sql IM
   SELECT CASE WHEN m IS NULL THEN url ELSE
          lower(m[1]) || '://' || lower(m[2]) || ':' ||
          coalesce(nullif(m[3], ''), CASE lower(m[1]) WHEN 'https' THEN '443' ELSE '80' END) END
-    FROM (SELECT regexp_match(url, '^([A-Za-z][A-Za-z0-9+.-]*)://(?:[^@/?#]*@)?(\[[^]/?#]*\]|[^:/?#]*)(?::([0-9]*))?')) AS r(m)
+    FROM (SELECT regexp_match(url, '^([A-Za-z][A-Za-z0-9+.-]*)://(?:[^@/?#]*@)?(\[[^]/?#]*\]|[^:/?#\[@][^:/?#@]*|)(?::([0-9]*))?')) AS r(m)
 $$;
 
 ALTER TABLE subscriptions ADD COLUMN paused boolean NOT NULL DEFAULT false;
