@@ -56,6 +56,7 @@ class JobRow:
     created_at: float
     updated_at: float
     finished_at: float | None
+    sent_at: float | None = None  # when the current attempt's create was about to go out (None: not sent)
     trace_context: str | None = None  # the job's span, set once at acceptance (migration 0008)
 
 
@@ -77,12 +78,13 @@ def _none(*columns: str) -> Mapping[str, Any]:
 
 _LEASE = _none("lease_owner", "lease_until")
 _ENDED = _none("lease_owner", "lease_until", "next_check_at")
-_ATTEMPT = _none("task_id", "next_check_at", "unknown_since")  # a new attempt starts clean
+_ATTEMPT = _none("task_id", "next_check_at", "unknown_since", "sent_at")  # a new attempt starts clean
 RESETS: Mapping[Event, Mapping[str, Any]] = {
     Event.CLAIM: {},
     Event.CREATED: {**_LEASE, "unknown_since": None},
     Event.PROGRESS: {**_LEASE, "unknown_since": None},
-    Event.RETRY_LATER: _LEASE,
+    Event.RETRY_LATER: {**_LEASE, "sent_at": None},  # the create was refused: nothing of it exists
+    Event.CLAIM_LAPSED: _LEASE,
     Event.AMBIGUOUS: _LEASE,
     Event.LEASE_EXPIRED: _LEASE,
     Event.ADOPTION_WINDOW_PASSED: _ATTEMPT,
@@ -145,6 +147,8 @@ class TaskUpsert:
     attempt: int
     origin: str  # created | adopted | orphan
     status: str
+    run_s: float | None = None  # a final task's run time by the upstream's clock (ended_at - created_at)
+    heard_after_s: float | None = None  # from our create to its final webhook
 
 
 @dataclass(frozen=True, slots=True)

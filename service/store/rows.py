@@ -185,7 +185,7 @@ def plan_group(
         update[0] = to_state.value
         after = jobs[job_id] = gp.changed[job_id] = JobRow(**v)
         if (t := change.task) is not None:
-            gp.tasks.append((t.task_id, job_id, t.attempt, t.origin, t.status, now, now))
+            gp.tasks.append((t.task_id, job_id, t.attempt, t.origin, t.status, now, now, t.run_s, t.heard_after_s))
             known[t.task_id] = TaskRow(t.task_id, job_id, t.attempt, t.origin, t.status, now, now)
         if change.artifacts:
             gp.artifacts.extend(params(a) for a in change.artifacts)

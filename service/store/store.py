@@ -434,6 +434,20 @@ class Store:
     async def aged_jobs(self, *, cutoff: float, limit: int) -> list[JobRow]:
         return await self._all(rows.job, "aged_jobs", cutoff, limit)
 
+    # recovery: what the upstream's history is checked against, and the observed timings --------
+
+    async def known_task_ids(self, task_ids: Sequence[str]) -> set[str]:
+        """The ids among `task_ids` of upstream tasks segflow has recorded."""
+        if not task_ids:
+            return set()
+        return set(await self._all(lambda r: str(r["task_id"]), "known_task_ids", sorted(set(task_ids))))
+
+    async def recent_timings(self, *, limit: int) -> tuple[list[float], list[float]]:
+        """The latest `limit` run times (upstream clock) and create-to-final-webhook delays."""
+        runs = await self._all(lambda r: float(r["s"]), "recent_run_times", limit)
+        heard = await self._all(lambda r: float(r["s"]), "recent_heard_after", limit)
+        return runs, heard
+
     # figures -------------------------------------------------------------------------------
 
     async def job_counts(self) -> Mapping[str, int]:

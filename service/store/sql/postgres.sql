@@ -36,13 +36,17 @@ SELECT * FROM tasks WHERE task_id = ANY($1::text[]);
 UPDATE jobs SET state = $1, updated_at = $2, attempt = $3, task_id = $4, lease_owner = $5,
        lease_until = $6, not_before = $7, next_check_at = $8, submit_tries = $9, poll_count = $10,
        submitted_at = $11, unknown_since = $12, completed_at = $13, output_urls = $14,
-       error_code = $15, error_message = $16, pixels = $17, price_usd = $18, finished_at = $19
- WHERE id = $20 AND state = $21;
+       error_code = $15, error_message = $16, pixels = $17, price_usd = $18, finished_at = $19,
+       sent_at = $20
+ WHERE id = $21 AND state = $22;
 
 -- name: upsert_task
-INSERT INTO tasks (task_id, job_id, attempt, origin, status, created_at, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
-ON CONFLICT (task_id) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at;
+-- The first timing learned of a task stays (a duplicate webhook or a later poll does not move it).
+INSERT INTO tasks (task_id, job_id, attempt, origin, status, created_at, updated_at, run_s, heard_after_s)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+ON CONFLICT (task_id) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at,
+       run_s = coalesce(tasks.run_s, excluded.run_s),
+       heard_after_s = coalesce(tasks.heard_after_s, excluded.heard_after_s);
 
 -- name: insert_event
 INSERT INTO events (job_id, at, event, from_state, to_state, source, detail) VALUES ($1, $2, $3, $4, $5, $6, $7);
@@ -328,3 +332,14 @@ UPDATE subscriptions SET failing_since = NULL WHERE id = $1 AND failing_since IS
 -- Since when it has been failing (the first failure since its last delivery).
 UPDATE subscriptions SET failing_since = coalesce(failing_since, $1) WHERE id = $2 AND disabled_at IS NULL
 RETURNING *;
+-- name: known_task_ids
+-- Which of these upstream task ids segflow has recorded (a history row it need not look at).
+SELECT task_id FROM tasks WHERE task_id = ANY($1::text[]);
+
+-- name: recent_run_times
+-- The upstream's run times of the latest final tasks (index tasks_run_recent).
+SELECT run_s AS s FROM tasks WHERE run_s IS NOT NULL ORDER BY updated_at DESC LIMIT $1;
+
+-- name: recent_heard_after
+-- Create-to-final-webhook delays of the latest tasks (index tasks_heard_recent).
+SELECT heard_after_s AS s FROM tasks WHERE heard_after_s IS NOT NULL ORDER BY updated_at DESC LIMIT $1;
