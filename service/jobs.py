@@ -237,6 +237,19 @@ class SubscriptionRow:
     created_at: float
     disabled_at: float | None
     disabled_reason: str | None
+    paused: bool = False
+    secret_version: int = 0  # 0: signed as the subscription id; n: as `<id>#v<n>`
+    previous_secret_until: float | None = None  # the previous version also signs until then
+    failing_since: float | None = None  # the first failed attempt since the last delivered one
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionChanges:
+    """A PATCH of a subscription: None leaves a field as it is."""
+
+    url: str | None = None
+    event_types: tuple[str, ...] | None = None
+    paused: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,7 +259,7 @@ class OutboxEvent:
     id: str
     tenant: str
     type: str
-    batch_id: str
+    batch_id: str  # "" for events about no batch (subscription.disabled, test events)
     job_id: str | None
     payload: str  # the exact JSON body every delivery of this event sends
     created_at: float
@@ -279,6 +292,7 @@ class DeliveryRow:
     last_error: str | None
     created_at: float
     finished_at: float | None
+    origin: str = ""  # scheme://host:port, what the per-endpoint limit and the slow-down key on
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,6 +310,8 @@ class ClaimedDelivery:
     delivery: DeliveryRow
     payload: str
     tenant: str
+    secret_version: int = 0  # of the subscription (0 for a batch's callback_url)
+    previous_secret_until: float | None = None
     trace_context: str | None = None  # the event's, so the delivery's span joins its job's trace
 
 
@@ -308,3 +324,9 @@ class AttemptResult:
     error: str | None
     outcome: str  # delivered | retry | dead | gone (410: the subscription is disabled)
     next_at: float | None = None
+    # The endpoint asked to be left alone (429/502/503/504): pause its origin at least this long,
+    # doubling while it keeps asking, up to slow_down_max_s.
+    slow_down_s: float | None = None
+    slow_down_max_s: float = 0.0
+    # A subscription failing (no delivery) for this long is disabled (None: never).
+    disable_after_s: float | None = None

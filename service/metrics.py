@@ -99,6 +99,12 @@ class Metrics:
             "segflow_budget_holds_total", "Jobs a spend cap held back, by what was done", ["action"], registry=r
         )
         self.preflights = Counter("segflow_preflights_total", "Image preflights by result", ["result"], registry=r)
+        self.subscriptions_disabled = Counter(
+            "segflow_subscriptions_disabled_total",
+            "Subscriptions segflow disabled: their endpoint kept failing, or answered 410 Gone",
+            ["reason"],
+            registry=r,
+        )
         self.spend = Counter(
             "segflow_spend_usd_total",
             "Upstream price of the masks this process stored, by tenant (the first tenants seen, then _other)",

@@ -39,12 +39,15 @@ class BatchRequest:
     on_budget: str = "wait"  # a job a cap holds back waits in queued, or fails as budget_exceeded
 
 
-async def read_json(request: Request, limit: int) -> Any:
-    """The decoded JSON body; 413 past `limit` bytes (checked before reading all), 400 if malformed."""
+async def read_json(request: Request, limit: int, *, allow_empty: bool = False) -> Any:
+    """The decoded JSON body; 413 past `limit` bytes (checked before reading all), 400 if malformed.
+    With `allow_empty`, no body at all is None (for POSTs whose body is optional)."""
     try:
         body = await read_limited(request, limit)
     except BodyTooLarge:
         raise ApiError(413, "body_too_large", f"the request body is larger than {limit} bytes") from None
+    if allow_empty and not body.strip():
+        return None
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:

@@ -67,7 +67,8 @@ def event(row: Row) -> EventRow:
 
 def subscription(row: Row) -> SubscriptionRow:
     types = tuple(orjson.loads(row["event_types"]))
-    return record(SubscriptionRow, {**row, "event_types": types, "asymmetric": bool(row["ed25519"])})
+    values = {**row, "event_types": types, "asymmetric": bool(row["ed25519"]), "paused": bool(row["paused"])}
+    return record(SubscriptionRow, values)
 
 
 def delivery(row: Row) -> DeliveryRow:

@@ -173,11 +173,11 @@ async def _unavailable(*_args: Any, **_kwargs: Any) -> Any:
 
 async def test_jobs_past_their_maximum_age_expire(segflow: Any) -> None:
     sf = await segflow("http://127.0.0.1:9", max_age_s=0.5)  # nothing listens: every create fails
-    answer = await sf.client.submit([{"image": "http://127.0.0.1:1/i.png", "prompt": "x"}] * 3)
+    answer = await sf.client.create_batch([{"image": "http://127.0.0.1:1/i.png", "prompt": "x"}] * 3)
     batch_id = answer["batch_id"]
     summary = await wait_done(sf, batch_id, 20)
     assert summary["counts"]["expired"] == 3
-    job = await sf.client.job(answer["jobs"][0]["job_id"])
+    job = await sf.client.get_job(answer["jobs"][0]["job_id"])
     assert job["error"]["code"] == "expired"
 
 
