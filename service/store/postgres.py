@@ -115,9 +115,13 @@ class PostgresDriver:
                 await conn.execute(SQL["unlock_migrations"])
 
     async def listen(self, on_payload: Callable[[str], None]) -> None:
-        self._listener = asyncio.create_task(self._listen(on_payload), name="postgres-listen")
+        """Returns once listening (or after ACQUIRE_TIMEOUT_S; it keeps trying in the background)."""
+        listening = asyncio.Event()
+        self._listener = asyncio.create_task(self._listen(on_payload, listening), name="postgres-listen")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(listening.wait(), ACQUIRE_TIMEOUT_S)
 
-    async def _listen(self, on_payload: Callable[[str], None]) -> None:
+    async def _listen(self, on_payload: Callable[[str], None], listening: asyncio.Event) -> None:
         def relay(_conn: Any, pid: int, _channel: str, payload: object) -> None:
             # Our own commits woke this process already; only other replicas' are news.
             if isinstance(payload, str) and pid not in self._writers:
@@ -131,6 +135,7 @@ class PostgresDriver:
                     lost = asyncio.Event()
                     conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                     on_payload("")  # anything may have happened while nobody listened
+                    listening.set()
                     await lost.wait()  # close() cancels this task
                 finally:
                     with contextlib.suppress(*_CONNECTION_ERRORS):

@@ -23,8 +23,17 @@ T = TypeVar("T")
 SQL = queries("sqlite")
 
 
-def _dict_row(cursor: sqlite3.Cursor, values: tuple[Any, ...]) -> dict[str, Any]:
-    return dict(zip([d[0] for d in cursor.description], values, strict=True))
+def _dict_rows() -> Callable[[sqlite3.Cursor, tuple[Any, ...]], dict[str, Any]]:
+    """A row factory making dicts, reading each cursor's column names once (one per connection:
+    each connection is used by its own thread only)."""
+    last: list[Any] = [None, ()]
+
+    def row(cursor: sqlite3.Cursor, values: tuple[Any, ...]) -> dict[str, Any]:
+        if last[0] is not cursor:
+            last[:] = [cursor, [d[0] for d in cursor.description]]
+        return dict(zip(last[1], values, strict=True))
+
+    return row
 
 
 def _params(args: Sequence[Any]) -> Sequence[Any]:
@@ -108,7 +117,7 @@ class SqliteDriver:
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False, timeout=30)
-        conn.row_factory = _dict_row
+        conn.row_factory = _dict_rows()
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute(f"PRAGMA synchronous = {self._synchronous}")
         conn.execute("PRAGMA foreign_keys = ON")

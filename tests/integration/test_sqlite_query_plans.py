@@ -21,6 +21,7 @@ HOT_QUERIES = [
     "aged_jobs",
     "count_in_flight",
     "count_fetching",
+    "lock_jobs",  # every group of transitions reads its jobs so
 ]
 
 
