@@ -40,6 +40,11 @@ def migrations(dialect: str) -> list[tuple[int, str]]:
     return sorted((int(f.name.split("_", 1)[0]), f.read_text()) for f in folder.iterdir() if f.name.endswith(".sql"))
 
 
+class WriteFailed(Exception):
+    """A write the driver deferred (see `Conn.executemany`) failed when it ran; its cause is the
+    database's error."""
+
+
 class Conn(Protocol):
     """One connection, inside a transaction when it came from `Driver.writing`."""
 
@@ -49,7 +54,11 @@ class Conn(Protocol):
         """Run a statement; the number of rows it changed."""
         ...
 
-    async def executemany(self, name: str, args: Iterable[Sequence[Any]]) -> None: ...
+    async def executemany(self, name: str, args: Iterable[Sequence[Any]]) -> None:
+        """Run a statement for each row of parameters, now or (SQLite: to save a thread hop) with
+        the connection's next call, at the latest its savepoint's end or COMMIT."""
+        ...
+
     def savepoint(self) -> AbstractAsyncContextManager[None]:
         """A nested transaction: an exception inside undoes only what it wrote."""
         ...

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from service.store.driver import Row, queries
+from service.store.driver import Row, WriteFailed, queries
 
 T = TypeVar("T")
 SQL = queries("sqlite")
@@ -47,6 +47,7 @@ class SqliteConn:
     def __init__(self, conn: sqlite3.Connection, thread: ThreadPoolExecutor, *, begin: bool = False) -> None:
         self._conn, self._thread, self._begin = conn, thread, begin
         self._savepoints = 0
+        self._later: list[tuple[str, list[Sequence[Any]]]] = []  # deferred executemany calls
 
     async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn` on the connection's thread (after BEGIN IMMEDIATE, in a write transaction)."""
@@ -56,6 +57,13 @@ class SqliteConn:
         if self._begin:
             self._conn.execute("BEGIN IMMEDIATE")  # lazily: a group that writes nothing takes no lock
             self._begin = False
+        while self._later:
+            sql, params = self._later.pop(0)
+            try:
+                self._conn.executemany(sql, params)
+            except sqlite3.Error as exc:
+                self._later.clear()
+                raise WriteFailed(str(exc)) from exc
         return fn(self._conn)
 
     async def fetch(self, name: str, *args: Any) -> Sequence[Row]:
@@ -72,9 +80,9 @@ class SqliteConn:
         return await self.call(lambda c: c.execute(sql, params).rowcount)
 
     async def executemany(self, name: str, args: Iterable[Sequence[Any]]) -> None:
-        sql, params = SQL[name], list(args)  # rows of scalars: no IN lists here
+        params = list(args)  # rows of scalars: no IN lists here
         if params:
-            await self.call(lambda c: c.executemany(sql, params))
+            self._later.append((SQL[name], params))  # rides with the next call: one hop fewer
 
     @asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:
@@ -83,7 +91,9 @@ class SqliteConn:
         await self.call(lambda c: c.execute(f"SAVEPOINT {name}"))
         try:
             yield
+            await self.call(lambda c: None)  # deferred writes fail inside their savepoint
         except BaseException:
+            self._later.clear()
             await self.call(lambda c: c.execute(f"ROLLBACK TO {name}"))
             raise
         finally:

@@ -49,7 +49,7 @@ from service.jobs import (
 )
 from service.states import Event, State
 from service.store import rows
-from service.store.driver import Conn, Driver, Row, migrations
+from service.store.driver import Conn, Driver, Row, WriteFailed, migrations
 from service.wakeup import Topic
 
 T = TypeVar("T")
@@ -192,6 +192,14 @@ class Store:
         """The group in one transaction: other writes first, then every transition together."""
         results: list[tuple[bool, Any]] = [(False, None)] * len(group)
         self._topics = set()
+        try:
+            return await self._in_transaction(group, results, isolate)
+        except WriteFailed as exc:  # a deferred write failed at COMMIT: find whose, in savepoints
+            raise _Isolate from exc
+
+    async def _in_transaction(
+        self, group: list[Pending], results: list[tuple[bool, Any]], isolate: bool
+    ) -> list[tuple[bool, Any]]:
         async with self.driver.writing() as tx:
             moves = []
             for i, (job_id, op, _task_id, _fut) in enumerate(group):
@@ -223,7 +231,7 @@ class Store:
                 raise
             if not isolate:
                 raise _Isolate from exc
-            return (False, exc)
+            return (False, exc.__cause__ if isinstance(exc, WriteFailed) and exc.__cause__ else exc)
 
     async def _transitions(self, tx: Conn, items: Sequence[Pending]) -> list[tuple[bool, Any]]:
         ids = sorted({job_id for job_id, *_ in items if job_id is not None})
