@@ -77,7 +77,7 @@ async def test_a_failed_commit_acknowledges_nobody_in_its_group(store: Store) ->
         conn.execute("INSERT INTO tasks VALUES ('t-x', 'no-such-job', 1, 'created', 'pending', 0, 0)")
 
     async def orphan_task(tx: SqliteConn) -> None:
-        await tx.call(orphan)
+        orphan(tx.connection)
 
     writes = [store._write(orphan_task), *(store.transition(j.id, cancel) for j in jobs)]
     results = await asyncio.gather(*writes, return_exceptions=True)
