@@ -14,7 +14,10 @@ from service.changes import apply
 from service.context import Services
 from service.jobs import Change, DecideFn, JobRow, Outcome, TaskRow, TaskUpsert
 from service.states import IN_FLIGHT, Event, State
-from service.upstream.wire import TaskSnapshot, TaskStatus
+from service.upstream.wire import FailureKind, TaskSnapshot, TaskStatus
+
+CANCEL_REQUESTED = "cancel_requested"
+"""error_code of a submitted job whose upstream cancel the API is asking for (see job_actions)."""
 
 
 class SnapshotRefused(Exception):
@@ -29,6 +32,12 @@ class SnapshotPolicy:
     poll_after_s: float
     retry_base_s: float
     retry_max_s: float
+    staged_poll_after_s: float = 120.0
+
+    def next_poll_s(self, status: TaskStatus) -> float:
+        """When to look again at a task in `status`: a staged task waits for a slot in the provider's
+        queue, so polling it as often as a running one only spends requests."""
+        return self.staged_poll_after_s if status is TaskStatus.STAGED else self.poll_after_s
 
 
 def decide_snapshot(
@@ -69,15 +78,22 @@ def decide_snapshot(
             return Change(None, source, task=upsert, note="task_recorded", detail=detail) if task is None else None
         if snap.status is TaskStatus.FAILED:
             return _failure(job, snap, policy, now, source, upsert, detail, adopt)
+        if snap.status is TaskStatus.CANCELLED:
+            return _cancelled(job, source, upsert, detail, adopt)
         if job.state is State.SUBMITTED:
-            return None  # progress on a job already known to be submitted: nothing new
+            # Progress on a job already known to be submitted: nothing new, unless its task has left
+            # `staged` (polled slowly) and should now be polled on the running schedule.
+            sooner = now + policy.next_poll_s(snap.status)
+            if job.next_check_at is None or job.next_check_at <= sooner:
+                return None
+            return Change(None, source, set={"next_check_at": sooner}, task=upsert, detail=detail)
         return Change(
             Event.PROGRESS,
             source,
             set={
                 **adopt,
                 "submitted_at": job.submitted_at or now,
-                "next_check_at": now + policy.poll_after_s,
+                "next_check_at": now + policy.next_poll_s(snap.status),
             },
             task=upsert,
             detail=detail,
@@ -104,6 +120,24 @@ def _origin(job: JobRow, current: bool) -> str:
     return "adopted" if job.state is State.UNKNOWN else "created"
 
 
+def _cancelled(
+    job: JobRow, source: str, upsert: TaskUpsert, detail: dict[str, object], adopt: dict[str, str]
+) -> Change:
+    """The job's current task was cancelled upstream. If segflow asked for it (the API's cancel
+    marks the job first) the job ends cancelled; otherwise someone else did (the provider's
+    dashboard, a bulk cancel): the job fails, and is not sent again on its own, since that was
+    done on purpose; the client may retry it."""
+    if job.error_code == CANCEL_REQUESTED:
+        return Change(Event.CANCEL, source, set={**adopt, "error_code": None}, task=upsert, detail=detail)
+    return Change(
+        Event.FAILED_FINAL,
+        source,
+        set={**adopt, "error_code": "upstream_cancelled", "error_message": "the task was cancelled upstream"},
+        task=upsert,
+        detail=detail,
+    )
+
+
 def _failure(
     job: JobRow,
     snap: TaskSnapshot,
@@ -118,7 +152,8 @@ def _failure(
     the job hears of its task (an ambiguous create, or a webhook racing the create's answer), so the
     failed job names its task whatever order the snapshots came in."""
     message = (snap.error.message or snap.error.raw_message) if snap.error else "failed upstream"
-    if snap.failure_is_retryable:
+    kind = snap.failure_kind
+    if kind is FailureKind.RETRYABLE:
         if job.attempt < policy.max_attempts:
             delay = retry_delay(job.attempt, policy)
             return Change(
@@ -140,10 +175,13 @@ def _failure(
             task=upsert,
             detail=detail,
         )
+    # A permanent input error (the image cannot be used) is never sent again automatically; the
+    # code tells the client to fix the input rather than retry.
+    code = "invalid_image" if kind is FailureKind.INPUT else "upstream_failed"
     return Change(
         Event.FAILED_FINAL,
         source,
-        set={**adopt, "error_code": "upstream_failed", "error_message": message},
+        set={**adopt, "error_code": code, "error_message": message[:500]},
         task=upsert,
         detail=detail,
     )
@@ -156,7 +194,9 @@ def retry_delay(attempt: int, policy: SnapshotPolicy) -> float:
 
 def policy_of(services: Services) -> SnapshotPolicy:
     s = services.settings
-    return SnapshotPolicy(s.max_attempts, s.poll_after_s, s.submit_backoff_base_s, s.submit_backoff_max_s)
+    return SnapshotPolicy(
+        s.max_attempts, s.poll_after_s, s.submit_backoff_base_s, s.submit_backoff_max_s, s.staged_poll_after_s
+    )
 
 
 async def apply_snapshot(

@@ -18,6 +18,7 @@ from service.download import (
     DownloadPolicy,
     download_image,
 )
+from service.inline_outputs import inline_image, is_inline, source_of
 from service.jobs import ArtifactRow, Change, JobRow, TaskRow
 from service.pricing import price_usd
 from service.states import Event, State
@@ -98,7 +99,12 @@ class Fetcher(Worker):
         await self._store(job, urls, got)
 
     async def _download_all(self, urls: tuple[str, ...]) -> list[Downloaded]:
-        return list(await asyncio.gather(*(download_image(self.http.get(), u, self.policy) for u in urls)))
+        return list(await asyncio.gather(*(self._one(u) for u in urls)))
+
+    async def _one(self, url: str) -> Downloaded:
+        if is_inline(url):
+            return await inline_image(url, self.policy)
+        return await download_image(self.http.get(), url, self.policy)
 
     async def _fresh_urls(self, job: JobRow) -> tuple[str, ...]:
         """Ask the upstream again: it may hand out new URLs for outputs whose links expired."""
@@ -113,6 +119,7 @@ class Fetcher(Worker):
     async def _store(self, job: JobRow, urls: tuple[str, ...], got: list[Downloaded]) -> None:
         artifacts = []
         now = time.time()
+        inline = 0
         for idx, (url, item) in enumerate(zip(urls, got, strict=True)):
             relative = self.services.artifacts.relative_path(job.tenant, job.id, idx)
             await self.services.artifacts.put(relative, item.data)
@@ -125,11 +132,12 @@ class Fetcher(Worker):
                     item.width,
                     item.height,
                     relative,
-                    url,
+                    source_of(url, inline),
                     item.content_type,
                     now,
                 )
             )
+            inline += is_inline(url)
         pixels = got[0].width * got[0].height
         change = Change(
             Event.STORED,

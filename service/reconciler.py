@@ -17,6 +17,7 @@ from service.context import Services
 from service.jobs import Change, JobRow, TaskRow
 from service.states import Event, State
 from service.upstream.errors import UpstreamError, UpstreamNotFound
+from service.upstream.wire import TaskStatus
 from service.wakeup import Topic
 from service.worker_base import Worker
 
@@ -134,7 +135,7 @@ class Reconciler(Worker):
             await self._write(job, self._reschedule(job), when=State.SUBMITTED)
             return
         polls.labels(result=snap.status.value).inc()
-        reschedule = self._reschedule(job)
+        reschedule = self._reschedule(job, staged=snap.status is TaskStatus.STAGED)
 
         def otherwise(current: JobRow | None, _task: TaskRow | None) -> Change | None:
             return reschedule if current is not None and current.state is State.SUBMITTED else None
@@ -147,8 +148,10 @@ class Reconciler(Worker):
                 state=outcome.after.state.value if outcome.after else None,
             )
 
-    def _reschedule(self, job: JobRow) -> Change:
+    def _reschedule(self, job: JobRow, *, staged: bool = False) -> Change:
         delay = self.poll_backoff.delay(job.poll_count + 1)
+        if staged:  # waiting for a slot upstream: no sooner than the staged interval
+            delay = max(delay, self.services.settings.staged_poll_after_s)
         return Change(None, "reconciler", set={"next_check_at": time.time() + delay, "poll_count": job.poll_count + 1})
 
     def _not_found(self, job: JobRow) -> Change:

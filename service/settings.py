@@ -66,6 +66,7 @@ class Settings:
     reconcile_interval_s: float = _opt("reconciler", "interval_s", 2.0)
     poll_after_s: float = _opt("reconciler", "poll_after_s", 30.0)
     poll_backoff_max_s: float = _opt("reconciler", "poll_backoff_max_s", 600.0)
+    staged_poll_after_s: float = _opt("reconciler", "staged_poll_after_s", 120.0)
     adoption_window_s: float = _opt("reconciler", "adoption_window_s", 600.0)
     reconcile_batch: int = _opt("reconciler", "batch", 200)
     reconcile_concurrency: int = _opt("reconciler", "concurrency", 8)

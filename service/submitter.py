@@ -8,6 +8,7 @@ import time
 
 from service.backoff import Backoff
 from service.changes import apply
+from service.completion import policy_of
 from service.context import Services
 from service.job_actions import cancel_upstream
 from service.jobs import Change, DecideFn, JobRow, TaskRow, TaskUpsert
@@ -97,7 +98,7 @@ class Submitter(Worker):
                 await cancel_upstream(self.services, snap.task_id)
 
     def _created(self, claimed: JobRow, snap: TaskSnapshot) -> DecideFn:
-        poll_after = self.services.settings.poll_after_s
+        poll_after = policy_of(self.services).next_poll_s(snap.status)
 
         def decide(job: JobRow | None, task: TaskRow | None) -> Change | None:
             if job is None or job.attempt != claimed.attempt:

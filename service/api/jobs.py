@@ -21,6 +21,8 @@ _REFUSALS = {
     "not_cancellable": "the job is {state}: only jobs not yet fetching their mask can be cancelled",
     "not_retryable": "the job is {state}: only failed jobs can be retried",
     "retry_limit": "the job has used every attempt it may make",
+    "upstream_refused": "the upstream would not cancel the task ({reason}); the job keeps running",
+    "upstream_unavailable": "the upstream could not be asked to cancel the task ({reason}); the job keeps running",
 }
 
 
@@ -61,14 +63,14 @@ async def job_mask(call: Call) -> Response:
 async def cancel(call: Call) -> Response:
     """POST /v1/jobs/{job_id}/cancel."""
     try:
-        outcome = await cancel_job(call.services, call.tenant, call.request.path_params["job_id"])
+        done = await cancel_job(call.services, call.tenant, call.request.path_params["job_id"])
     except ActionRefused as refused:
         raise _refusal(refused) from None
-    assert outcome.after is not None and outcome.before is not None  # applied outcomes carry both
-    task_id = outcome.before.task_id
-    # The cancel is durable already; telling the upstream may be slow, so it runs after the answer.
+    # A task that may exist for a job cancelled before its task was known: stopping it is best
+    # effort and may be slow, so it runs after the answer (the cancel is durable already).
+    task_id = done.task_to_stop
     later = after_response(cancel_upstream, call.services, task_id) if task_id else None
-    return json_response(await full_view(call.services, outcome.after), background=later)
+    return json_response(await full_view(call.services, done.job), background=later)
 
 
 async def retry(call: Call) -> Response:
@@ -100,7 +102,12 @@ def _refusal(refused: ActionRefused) -> ApiError:
     if refused.code == "not_found" or refused.job is None:
         return not_found("job")
     state = refused.job.state.value
-    return ApiError(409, refused.code, _REFUSALS[refused.code].format(state=state), [{"state": state}])
+    status = 503 if refused.code == "upstream_unavailable" else 409
+    message = _REFUSALS[refused.code].format(state=state, reason=refused.reason or "no reason given")
+    detail: dict[str, str] = {"state": state}
+    if refused.reason:
+        detail["reason"] = refused.reason
+    return ApiError(status, refused.code, message, [detail])
 
 
 def _mask_index(raw: str | None) -> int:
