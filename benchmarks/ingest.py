@@ -138,6 +138,7 @@ async def serve(kind: str, port: int, database_url: str) -> None:
             database_url=database_url,
             webhook_keys=(KEY,),
             upstream_url="http://127.0.0.1:9",
+            upstream_api_key="bench-upstream-key-0123456789",
             artifact_dir=str(Path(database_url.removeprefix("sqlite:///")).parent / "artifacts")
             if database_url.startswith("sqlite")
             else "/tmp/segflow-bench-artifacts",

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import flows, ingest
+from benchmarks import flows, ingest, webhook_cost
 from benchmarks.machine import describe
 
 HERE = Path(__file__).resolve().parent
@@ -363,6 +363,7 @@ def main() -> None:
     started = time.time()
     rows = ingest_rows(runs, duration, args.full) + transition_rows(runs, args.full)
     rows += flow_rows(3 if not args.full else 5, args.full)
+    rows += webhook_cost.rows(args.full)
     write(rows, describe(), profile, time.time() - started)
     print((HERE / "RESULTS.md").read_text())
 

@@ -62,11 +62,17 @@ def job_event(job: JobRow, artifacts: Sequence[ArtifactRow], now: float) -> Outb
         "price_usd": job.price_usd,
         "finished_at": rfc3339(job.finished_at or now),
     }
-    return OutboxEvent(event_id, job.tenant, kind, job.batch_id, job.id, _body(event_id, kind, now, data), now)
+    body = _body(event_id, kind, now, data)
+    return OutboxEvent(event_id, job.tenant, kind, job.batch_id, job.id, body, now, job.trace_context)
 
 
 def batch_completed_event(
-    tenant: str, batch_id: str, counts: Mapping[str, int], spend_usd: float, now: float
+    tenant: str,
+    batch_id: str,
+    counts: Mapping[str, int],
+    spend_usd: float,
+    now: float,
+    trace_context: str | None = None,
 ) -> OutboxEvent:
     """The event for a batch whose every job is final. Its id is derived from the batch, so a
     second attempt to write it (another replica, a replay of the last change) is a no-op."""
@@ -77,6 +83,5 @@ def batch_completed_event(
         "counts": dict(counts),
         "spend_usd": round(spend_usd, 6),
     }
-    return OutboxEvent(
-        event_id, tenant, BATCH_COMPLETED, batch_id, None, _body(event_id, BATCH_COMPLETED, now, data), now
-    )
+    body = _body(event_id, BATCH_COMPLETED, now, data)
+    return OutboxEvent(event_id, tenant, BATCH_COMPLETED, batch_id, None, body, now, trace_context)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from urllib.parse import urlsplit
 
 from service.backoff import Backoff
 from service.changes import apply
@@ -24,7 +23,7 @@ from service.pricing import price_usd
 from service.states import Event, State
 from service.upstream.errors import UpstreamError
 from service.upstream.wire import TaskStatus
-from service.urlguard import GuardedSession
+from service.urlguard import GuardedSession, output_policy
 from service.wakeup import Topic
 from service.worker_base import Worker
 
@@ -39,18 +38,18 @@ class Fetcher(Worker):
     def __init__(self, services: Services) -> None:
         super().__init__(services)
         s = services.settings
-        hosts = set(s.output_hosts)
-        if s.upstream_is_sandbox:
-            hosts.add((urlsplit(s.upstream_url).hostname or "").lower())
         self.policy = DownloadPolicy(
-            allowed_hosts=frozenset(hosts),
-            allow_private=s.upstream_is_sandbox,
+            urls=output_policy(s),
             max_bytes=s.artifact_max_bytes,
             timeout_s=s.download_timeout_s,
+            max_redirects=s.download_max_redirects,
         )
         self.backoff = Backoff(2.0, 300.0)
         self.owner = f"{services.instance_id}:fetcher"
-        self.http = GuardedSession(self.policy.allow_private, limit=64)
+        # Output URLs are often signed: their spans record them without the query string.
+        self.http = GuardedSession(
+            self.policy.urls.allow_private, limit=64, trace_configs=services.tracing.client_trace_configs()
+        )
 
     @property
     def interval(self) -> float:
@@ -73,6 +72,11 @@ class Fetcher(Worker):
         return len(jobs) == min(free, s.fetch_batch)
 
     async def fetch(self, job: JobRow) -> None:
+        attributes = {"segflow.job.id": job.id, "segflow.task.id": job.task_id or "", "segflow.attempt": job.attempt}
+        with self.services.tracing.job_span("segflow.fetch", job.trace_context, attributes):
+            await self._fetch(job)
+
+    async def _fetch(self, job: JobRow) -> None:
         log = self.log.bind(job_id=job.id, task_id=job.task_id)
         urls = job.output_urls or await self._fresh_urls(job)
         try:
@@ -156,6 +160,7 @@ class Fetcher(Worker):
         if outcome:
             m = self.services.metrics
             m.download_bytes.inc(sum(len(g.data) for g in got))
+            m.add_spend(job.tenant, price_usd(pixels))
             m.downloads.labels(result="stored").inc()
             if job.completed_at:
                 m.completion_to_stored.observe(max(0.0, time.time() - job.completed_at))

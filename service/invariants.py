@@ -14,6 +14,7 @@ from service.artifacts import LocalArtifactStore
 from service.jobs import EventRow
 from service.states import Event, State, transition
 from service.store import Store
+from service.webhook_secrets import job_of_endpoint
 
 ACK_SKEW_S = 0.05
 """Clock slack when comparing a recorded decision with the sandbox's acknowledgement time (one machine)."""
@@ -42,8 +43,9 @@ def paid_tasks_by_job(sandbox_tasks: Iterable[Mapping[str, Any]]) -> dict[str, l
     out: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for t in sandbox_tasks:
         endpoint = t.get("webhook_endpoint") or ""
-        if "/webhooks/qubico/" in endpoint and str(t.get("status", "")).lower() not in _UNBILLED_UPSTREAM:
-            out[endpoint.rsplit("/", 1)[-1]].append(t)
+        job_id = job_of_endpoint(endpoint)
+        if job_id and str(t.get("status", "")).lower() not in _UNBILLED_UPSTREAM:
+            out[job_id].append(t)
     return out
 
 
@@ -96,8 +98,9 @@ def _acked_completions(sandbox_tasks: Iterable[Mapping[str, Any]]) -> dict[str, 
     for t in sandbox_tasks:
         endpoint = t.get("webhook_endpoint") or ""
         times = [a["at"] for a in t.get("webhooks_acked", ()) if str(a["status"]).lower() in _TERMINAL_UPSTREAM]
-        if "/webhooks/qubico/" in endpoint and times:
-            out[endpoint.rsplit("/", 1)[-1]][t["task_id"]] = min(times)
+        job_id = job_of_endpoint(endpoint)
+        if job_id and times:
+            out[job_id][t["task_id"]] = min(times)
     return out
 
 

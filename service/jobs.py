@@ -22,6 +22,7 @@ class JobInput:
     negative_prompt: str = ""
     segment_factor: int = 0
     metadata: Mapping[str, Any] | None = None
+    trace_context: str | None = None  # W3C traceparent of the job's span (None: tracing off)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,11 +56,13 @@ class JobRow:
     created_at: float
     updated_at: float
     finished_at: float | None
+    trace_context: str | None = None  # the job's span, set once at acceptance (migration 0008)
 
 
 JOB_COLUMNS: tuple[str, ...] = tuple(JobRow.__dataclass_fields__)
 FIXED_COLUMNS = frozenset(
     {"id", "batch_id", "tenant", "seq", "image", "prompt", "negative_prompt", "segment_factor", "metadata"}
+    | {"trace_context"}
 )
 MUTABLE_COLUMNS: tuple[str, ...] = tuple(
     c for c in JOB_COLUMNS if c not in FIXED_COLUMNS and c not in ("state", "created_at", "updated_at")
@@ -232,6 +235,7 @@ class OutboxEvent:
     job_id: str | None
     payload: str  # the exact JSON body every delivery of this event sends
     created_at: float
+    trace_context: str | None = None  # its job's traceparent (a batch's: its last job's)
 
 
 class DeliveryState(enum.StrEnum):
@@ -277,6 +281,7 @@ class ClaimedDelivery:
     delivery: DeliveryRow
     payload: str
     tenant: str
+    trace_context: str | None = None  # the event's, so the delivery's span joins its job's trace
 
 
 @dataclass(frozen=True, slots=True)

@@ -120,6 +120,11 @@ class Reconciler(Worker):
         await self._write(job, change, when=State.UNKNOWN)
 
     async def _poll(self, job: JobRow, task_id: str) -> None:
+        attributes = {"segflow.job.id": job.id, "segflow.task.id": task_id, "segflow.attempt": job.attempt}
+        with self.services.tracing.job_span("segflow.poll", job.trace_context, attributes):
+            await self._poll_task(job, task_id)
+
+    async def _poll_task(self, job: JobRow, task_id: str) -> None:
         log = self.log.bind(job_id=job.id, task_id=task_id)
         polls = self.services.metrics.polls
         try:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+from opentelemetry import trace
+
 from service.backoff import Backoff
 from service.changes import apply
 from service.completion import policy_of
@@ -23,6 +25,7 @@ from service.upstream.errors import (
 )
 from service.upstream.wire import CreateRequest, TaskSnapshot
 from service.wakeup import Topic
+from service.webhook_secrets import webhook_path
 from service.worker_base import Worker
 
 # A refusal that says the account, not the job, is the problem: wait for an operator, don't fail.
@@ -64,6 +67,11 @@ class Submitter(Worker):
 
     async def submit(self, job: JobRow) -> None:
         """Create job's upstream task for its current attempt and record what happened."""
+        attributes = {"segflow.job.id": job.id, "segflow.attempt": job.attempt, "segflow.tenant": job.tenant}
+        with self.services.tracing.job_span("segflow.submit", job.trace_context, attributes):
+            await self._submit(job)
+
+    async def _submit(self, job: JobRow) -> None:
         log = self.log.bind(job_id=job.id, attempt=job.attempt)
         async with self.slots:
             await self.bucket.acquire()
@@ -72,7 +80,7 @@ class Submitter(Worker):
                 prompt=job.prompt,
                 negative_prompt=job.negative_prompt,
                 segment_factor=job.segment_factor,
-                webhook_endpoint=f"{self.services.settings.public_url.rstrip('/')}/webhooks/qubico/{job.id}",
+                webhook_endpoint=self.services.settings.public_url.rstrip("/") + webhook_path(job.id, job.attempt),
                 webhook_secret=self.services.secrets.derive(job.id, job.attempt),
                 service_mode=self.services.settings.upstream_service_mode,
             )
@@ -91,6 +99,7 @@ class Submitter(Worker):
                 await self._write(job, lambda cur, _t: change if _same_attempt(cur, job) else None)
                 return
             calls.labels(op="create", result="ok").inc()
+            trace.get_current_span().set_attribute("segflow.task.id", snap.task_id)
             log = log.bind(task_id=snap.task_id)
             outcome = await self._write(job, self._created(job, snap), task_id=snap.task_id)
             log.info("task_created", state=outcome.value if outcome else None)

@@ -17,6 +17,7 @@ from service.api.fields import url_problem
 from service.api.responses import json_response
 from service.callback_events import EVENT_TYPES, rfc3339
 from service.jobs import DeliveryAttemptRow, DeliveryRow, OutboxEvent, SubscriptionRow
+from service.urlguard import callback_policy
 from service.wakeup import Topic
 
 _SUBSCRIPTION_FIELDS = frozenset({"url", "event_types", "ed25519"})
@@ -84,11 +85,9 @@ async def create_subscription(call: Call) -> Response:
         raise invalid([Problem("body", "must be a JSON object")])
     problems = [Problem(name, "unknown field") for name in sorted(set(doc) - _SUBSCRIPTION_FIELDS)]
     url = doc.get("url")
-    settings = call.services.settings
-    dev = settings.allow_private_image_urls
     if not isinstance(url, str):
         problems.append(Problem("url", "required, a string"))
-    elif (reason := url_problem(url, https_only=not dev, allow_private=dev)) is not None:
+    elif (reason := url_problem(url, callback_policy(call.services.settings))) is not None:
         problems.append(Problem("url", reason))
     types = doc.get("event_types", [])
     if not isinstance(types, list) or not all(isinstance(t, str) for t in types):

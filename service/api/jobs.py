@@ -12,6 +12,7 @@ from service.api.endpoint import Call, after_response
 from service.api.errors import ApiError, Problem, invalid, not_found
 from service.api.responses import json_response
 from service.context import Services
+from service.inputs import inert_headers
 from service.job_actions import ActionRefused, cancel_job, cancel_upstream, retry_job
 from service.jobs import JobRow
 
@@ -57,7 +58,8 @@ async def job_mask(call: Call) -> Response:
         # The store says the mask was written durably: its absence is an operator problem.
         log.error("artifact_missing", job_id=job.id, path=found.path)
         raise ApiError(404, "mask_missing", "the mask was stored but its file is gone", [{"state": job.state.value}])
-    return FileResponse(path, media_type="image/png", headers={"cache-control": "private, max-age=86400"})
+    headers = inert_headers(f"{job.id}-{index}.png") | {"cache-control": "private, max-age=86400"}
+    return FileResponse(path, media_type="image/png", headers=headers)
 
 
 async def cancel(call: Call) -> Response:

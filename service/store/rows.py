@@ -78,6 +78,17 @@ def delivery(row: Row) -> DeliveryRow:
     return record(DeliveryRow, {**row, "asymmetric": bool(row["ed25519"]), "state": DeliveryState(row["state"])})
 
 
+def gauge_counts(jobs: Iterable[Row], others: Row) -> Mapping[str, float]:
+    """{live state: jobs} (zeros included), deliveries_pending, deliveries_dead and
+    oldest_live_created_at (0 when no job is live), from `gauge_jobs` and `gauge_others`."""
+    out: dict[str, float] = {s.value: 0 for s in State if not s.is_terminal}
+    out.update({str(r["state"]): int(r["n"]) for r in jobs})
+    out["deliveries_pending"] = int(others["deliveries_pending"] or 0)
+    out["deliveries_dead"] = int(others["deliveries_dead"] or 0)
+    out["oldest_live_created_at"] = float(others["oldest_live_created_at"] or 0.0)
+    return out
+
+
 def counts(found: Iterable[Row]) -> dict[str, tuple[dict[str, int], float]]:
     """Per batch, its jobs by state and its spend, from `batches_counts` rows."""
     out: dict[str, tuple[dict[str, int], float]] = {}
@@ -105,11 +116,11 @@ def params(obj: Any) -> tuple[Any, ...]:
 
 def new_job(job_id: str, b: BatchRow, seq: int, item: JobInput, now: float) -> tuple[Any, ...]:
     metadata = orjson.dumps(dict(item.metadata)).decode() if item.metadata is not None else None
-    return (job_id, b.id, b.tenant, seq, *params(item)[:4], metadata, now)
+    return (job_id, b.id, b.tenant, seq, *params(item)[:4], metadata, now, item.trace_context)
 
 
 def outbox(e: OutboxEvent) -> tuple[Any, ...]:
-    return (e.id, e.tenant, e.type, e.batch_id, e.job_id, e.payload, e.created_at)
+    return (e.id, e.tenant, e.type, e.batch_id, e.job_id, e.payload, e.created_at, e.trace_context)
 
 
 _SLOT = {c: i for i, c in enumerate(MUTABLE_COLUMNS)}

@@ -258,10 +258,13 @@ class Store:
             # derived from the batch, so a second try (another replica, a replay) writes nothing.
             await tx.executemany("insert_outbox", [rows.outbox(e) for e in gp.outbox])
             await tx.executemany("fan_out", [(e.id, gp.now, e.batch_id, e.tenant, e.type) for e in gp.outbox])
-            for batch_id, tenant in sorted({(e.batch_id, e.tenant) for e in gp.outbox}):
+            # A batch's completion joins the trace of the job that completed it.
+            last = {(e.batch_id, e.tenant): e.trace_context for e in gp.outbox}
+            for (batch_id, tenant), trace_context in sorted(last.items()):
                 if await self._count(tx, "live_in_batch", batch_id) == 0:
                     counts, spend = rows.counts(await tx.fetch("batches_counts", [batch_id]))[batch_id]
-                    await self._emit(tx, batch_completed_event(tenant, batch_id, counts, spend, gp.now))
+                    done = batch_completed_event(tenant, batch_id, counts, spend, gp.now, trace_context)
+                    await self._emit(tx, done)
         self._topics.update(t for s in gp.entered if (t := _wakes(s)) is not None)
 
     async def _emit(self, tx: Conn, event: OutboxEvent) -> None:
@@ -288,6 +291,26 @@ class Store:
 
     async def tenant_for_key(self, key_hash: str) -> str | None:
         return await self._one(lambda r: str(r["tenant"]), "select_key", key_hash)
+
+    # quotas --------------------------------------------------------------------------------
+
+    async def add_usage(self, tenant: str, kind: str, window_start: float, amount: int, limit: int) -> int | None:
+        """Add `amount` to the tenant's usage of `kind` in the window starting at `window_start`,
+        atomically and only if the total stays within `limit`: the new total, or None (nothing
+        added). That kind's earlier windows are deleted."""
+        if amount > limit:
+            return None
+
+        async def op(c: Conn) -> int | None:
+            await c.execute("prune_usage", tenant, kind, window_start)
+            row = await c.fetchrow("add_usage", tenant, kind, window_start, amount, limit)
+            return int(row["amount"]) if row is not None else None
+
+        return await self._write(op)
+
+    async def open_jobs(self, tenant: str) -> int:
+        """The tenant's jobs accepted and not yet finished."""
+        return await self._read(lambda c: self._count(c, "open_jobs", tenant))
 
     # batches -------------------------------------------------------------------------------
 
@@ -418,6 +441,17 @@ class Store:
     async def job_counts(self) -> Mapping[str, int]:
         return dict(await self._all(lambda r: (r["state"], int(r["n"])), "job_counts"))
 
+    async def gauge_counts(self) -> Mapping[str, float]:
+        """Jobs per live state, deliveries pending and dead, and the oldest live job's created_at,
+        each through a partial index: cheap at every /metrics scrape however many jobs are stored."""
+
+        async def fn(c: Conn) -> Mapping[str, float]:
+            others = await c.fetchrow("gauge_others")
+            assert others is not None  # counts are always one row
+            return rows.gauge_counts(await c.fetch("gauge_jobs"), others)
+
+        return await self._read(fn)
+
     async def flow_counts(self) -> Mapping[str, int]:
         counts = await self._one(lambda r: {k: int(r[k] or 0) for k in r.keys()}, "flow_counts")  # noqa: SIM118 - a Record iterates values
         return counts or {}
@@ -476,7 +510,7 @@ class Store:
             ):
                 event = await c.fetchrow("select_outbox", d.event_id)
                 assert event is not None  # deliveries reference the outbox
-                out.append(ClaimedDelivery(d, event["payload"], event["tenant"]))
+                out.append(ClaimedDelivery(d, event["payload"], event["tenant"], event["trace_context"]))
             return out
 
         return await self._write(op)

@@ -8,7 +8,7 @@ failures *before* the request left (transient: nothing happened upstream) and *a
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlencode
@@ -76,6 +76,7 @@ class UpstreamClient:
         *,
         timeouts: UpstreamTimeouts | None = None,
         pool_size: int = 100,
+        trace_configs: Sequence[aiohttp.TraceConfig] = (),
         max_body_bytes: int = 1_048_576,
     ) -> None:
         self.base_url = base_url.rstrip("/")
@@ -84,6 +85,7 @@ class UpstreamClient:
         self._pool_size = pool_size
         self._max_body = max_body_bytes
         self._session: aiohttp.ClientSession | None = None
+        self._trace_configs = list(trace_configs)
 
     def __repr__(self) -> str:
         return f"UpstreamClient({self.base_url!r}, api_key=[redacted])"
@@ -96,6 +98,7 @@ class UpstreamClient:
                 timeout=timeout,
                 headers={"x-api-key": self._api_key},
                 json_serialize=lambda o: orjson.dumps(o).decode(),
+                trace_configs=self._trace_configs or None,
             )
 
     async def close(self) -> None:

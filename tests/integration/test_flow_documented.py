@@ -14,6 +14,7 @@ import aiohttp
 
 from service.invariants import check_run
 from service.sandbox.settings import FaultSettings
+from service.webhook_secrets import job_of_endpoint
 from tests.fixtures.sandbox import ImageHost, RunningSandbox, image_bytes
 from tests.fixtures.segflow import TENANT_KEYS, RunningSegflow
 from tests.integration.test_flow import SAMPLES, sandbox_tasks, wait_done
@@ -70,7 +71,7 @@ async def test_every_documented_behaviour_at_once_ends_every_job_with_the_right_
 
     by_job: dict[str, list[dict[str, Any]]] = {}
     for t in tasks:
-        by_job.setdefault((t["webhook_endpoint"] or "").rsplit("/", 1)[-1], []).append(t)
+        by_job.setdefault(job_of_endpoint(t["webhook_endpoint"] or "") or "", []).append(t)
     codes: dict[str, str] = {}
     for job_id in job_ids:
         job = await sf.client.job(job_id)

@@ -10,9 +10,10 @@ import pytest
 from service.download import DownloadInvalid, DownloadPolicy
 from service.inline_outputs import inline_image, is_inline, source_of
 from service.upstream.wire import INLINE_PREFIX
+from service.urlguard import UrlPolicy
 from tests.fixtures.sandbox import image_bytes
 
-POLICY = DownloadPolicy(allowed_hosts=None, allow_private=False, max_bytes=10_000, timeout_s=1.0)
+POLICY = DownloadPolicy(urls=UrlPolicy(allow_private=False, https_only=True), max_bytes=10_000, timeout_s=1.0)
 
 
 async def test_an_inline_png_is_decoded_with_its_size_and_hash() -> None:

@@ -72,8 +72,8 @@ VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7);
 
 -- name: insert_job
 INSERT INTO jobs (id, batch_id, tenant, seq, image, prompt, negative_prompt, segment_factor, metadata, state,
-                  created_at, updated_at)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'queued', ?10, ?10);
+                  created_at, updated_at, trace_context)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'queued', ?10, ?10, ?11);
 
 -- name: batch_jobs
 SELECT * FROM jobs WHERE batch_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3;
@@ -118,6 +118,19 @@ SELECT * FROM jobs WHERE state NOT IN ('succeeded', 'failed', 'cancelled', 'expi
 -- name: job_counts
 SELECT state, count(*) AS n FROM jobs GROUP BY state;
 
+-- name: gauge_jobs
+-- The /metrics gauges, at every scrape: live jobs through jobs_live_age, so the cost follows live
+-- work, never the number of jobs stored.
+SELECT state, count(*) AS n FROM jobs WHERE state NOT IN ('succeeded', 'failed', 'cancelled', 'expired') GROUP BY state;
+
+-- name: gauge_others
+-- Deliveries waiting and dead through their partial indexes (deliveries_due, deliveries_dead,
+-- migration 0008) and the oldest live job through jobs_live_age.
+SELECT (SELECT count(*) FROM deliveries WHERE state = 'pending') AS deliveries_pending,
+       (SELECT count(*) FROM deliveries WHERE state = 'dead') AS deliveries_dead,
+       (SELECT min(created_at) FROM jobs WHERE state NOT IN ('succeeded', 'failed', 'cancelled', 'expired'))
+         AS oldest_live_created_at;
+
 -- name: flow_counts
 SELECT (SELECT count(*) FROM events WHERE event = 'completed' AND source = 'webhook') AS completed_by_webhook,
        (SELECT count(*) FROM events WHERE event = 'completed' AND source = 'poll') AS completed_by_poll,
@@ -126,6 +139,21 @@ SELECT (SELECT count(*) FROM events WHERE event = 'completed' AND source = 'webh
        (SELECT count(*) FROM tasks) - (SELECT count(DISTINCT job_id) FROM tasks) AS duplicate_tasks,
        (SELECT count(*) FROM events WHERE event = 'ambiguous') AS ambiguous_creates;
 
+-- name: prune_usage
+-- Quotas: a usage window of a tenant's counter ends when the next one begins.
+DELETE FROM tenant_usage WHERE tenant = ?1 AND kind = ?2 AND window_start < ?3;
+
+-- name: add_usage
+-- Add to a usage window only while the total stays within the limit (no row back: refused).
+INSERT INTO tenant_usage (tenant, kind, window_start, amount) VALUES (?1, ?2, ?3, ?4)
+ON CONFLICT (tenant, kind, window_start) DO UPDATE SET amount = tenant_usage.amount + excluded.amount
+WHERE tenant_usage.amount + excluded.amount <= ?5
+RETURNING amount;
+
+-- name: open_jobs
+SELECT count(*) AS n FROM jobs
+WHERE tenant = ?1 AND state IN ('queued', 'submitting', 'unknown', 'submitted', 'fetching');
+
 -- name: insert_key
 INSERT OR REPLACE INTO api_keys (key_hash, tenant, label, created_at) VALUES (?1, ?2, ?3, ?4);
 
@@ -133,8 +161,8 @@ INSERT OR REPLACE INTO api_keys (key_hash, tenant, label, created_at) VALUES (?1
 SELECT tenant FROM api_keys WHERE key_hash = ?1;
 
 -- name: insert_outbox
-INSERT OR IGNORE INTO outbox (id, tenant, type, batch_id, job_id, payload, created_at)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7);
+INSERT OR IGNORE INTO outbox (id, tenant, type, batch_id, job_id, payload, created_at, trace_context)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8);
 
 -- name: fan_out
 -- One statement fans an event out to every destination: the batch's callback_url and each enabled
