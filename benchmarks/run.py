@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import flows, ingest, webhook_cost
+from benchmarks import flows, ingest, recovery, webhook_cost
 from benchmarks.machine import describe
 
 HERE = Path(__file__).resolve().parent
@@ -330,7 +330,15 @@ def render(results: dict[str, Any]) -> None:
         )
         notes = {
             k: r[k]
-            for k in ("vs_peer", "statements", "wall_s", "cpu_ms_per_job", "stored_p50_ms", "stored_p99_ms")
+            for k in (
+                "vs_peer",
+                "statements",
+                "wall_s",
+                "cpu_ms_per_job",
+                "stored_p50_ms",
+                "stored_p99_ms",
+                *recovery.NOTES,
+            )
             if k in r
         }
         if notes:
@@ -364,6 +372,7 @@ def main() -> None:
     rows = ingest_rows(runs, duration, args.full) + transition_rows(runs, args.full)
     rows += flow_rows(3 if not args.full else 5, args.full)
     rows += webhook_cost.rows(args.full)
+    rows += recovery.rows(1 if not args.full else 3, make_target(args.full), _workdir, row)
     write(rows, describe(), profile, time.time() - started)
     print((HERE / "RESULTS.md").read_text())
 
