@@ -287,11 +287,9 @@ def reconcile_round(work: Path, total: int, overdue: int = 1000) -> tuple[float,
             artifact_dir=str(work / "art"),
         )
         services = await open_services(settings)
-        store: Any = services.store
-        for conn in (store._wconn, store._rconn):  # count what the round asks of SQLite
-            await asyncio.get_running_loop().run_in_executor(
-                store._wexec if conn is store._wconn else store._rexec, conn.set_trace_callback, count
-            )
+        driver: Any = services.store.driver
+        for conn, thread in ((driver._w, driver._writer), (driver._r, driver._reader)):  # what the round asks
+            await asyncio.get_running_loop().run_in_executor(thread, conn.set_trace_callback, count)
         try:
             started = time.perf_counter()
             await Reconciler(services).round()

@@ -13,6 +13,7 @@ import asyncio
 import copy
 import hmac
 import json
+import os
 import signal
 import statistics
 import subprocess
@@ -163,9 +164,21 @@ async def serve(kind: str, port: int, database_url: str) -> None:
         log_level="warning",
         lifespan="on",
     )
+    profile = os.environ.get("SEGFLOW_BENCH_PROFILE")  # a file for pyinstrument's text report
+    profiler = None
+    if profile:
+        from pyinstrument import Profiler
+
+        profiler = Profiler(interval=0.0005)
+        profiler.start()
+        # uvicorn raises the SIGTERM again once it has shut down: exit through `finally` then.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         await uvicorn.Server(config).serve()
     finally:
+        if profiler is not None:
+            profiler.stop()
+            Path(profile).write_text(profiler.output_text(unicode=False, show_all=False))  # noqa: ASYNC240
         if services is not None:
             await services.close()
 

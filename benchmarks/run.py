@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -140,6 +141,59 @@ def _checked(result: dict[str, Any]) -> dict[str, Any]:
     if "moved" in result and result["moved"] != result["sent"]:
         raise RuntimeError(f"{result['sent']} webhooks acknowledged but {result['moved']} jobs moved")
     return result
+
+
+BASELINE_COMMIT = "517bcca"  # main before the one-store rewrite (issue 14): the store-only baseline
+TRANSITIONS = 5000
+
+
+def transition_rows(runs: int, full: bool) -> list[dict[str, Any]]:
+    """Store-only transitions per second, this tree against BASELINE_COMMIT's, interleaved."""
+    import subprocess
+
+    root = HERE.parent
+    base = Path(tempfile.mkdtemp(prefix="segflow-bench-baseline-"))
+    archive = subprocess.run(
+        ["git", "-C", str(root), "archive", BASELINE_COMMIT, "service", "benchmarks", "tests/data"],
+        capture_output=True,
+    )
+    if archive.returncode != 0:
+        return [{"benchmark": "store-only transitions", "not_run": f"git archive {BASELINE_COMMIT} failed"}]
+    subprocess.run(["tar", "-x", "-C", str(base)], input=archive.stdout, check=True)
+    script = str(HERE / "transitions.py")
+    rows: list[dict[str, Any]] = []
+    command = f"{make_target(full)}  (benchmarks/transitions.py, {TRANSITIONS} webhook transitions, 64 at a time)"
+    for database in ("sqlite", "postgres"):
+        rates: dict[str, list[float]] = {"before": [], "now": []}
+        for _ in range(runs):
+            for which, tree in (("before", base), ("now", root)):
+                with tempfile.TemporaryDirectory(prefix="segflow-bench-") as tmp:
+                    made = asyncio.run(_pg_database()) if database == "postgres" else (f"sqlite:///{tmp}/t.db", "")
+                    if made is None:
+                        return [*rows, {"benchmark": "store-only transitions, postgres", "not_run": "no PostgreSQL"}]
+                    try:
+                        out = subprocess.run(
+                            [sys.executable, script, made[0], str(TRANSITIONS)],
+                            env={**os.environ, "PYTHONPATH": str(tree)},
+                            capture_output=True,
+                            check=True,
+                        ).stdout
+                    finally:
+                        if database == "postgres":
+                            asyncio.run(_drop(made[1]))
+                    rates[which].append(json.loads(out)["per_s"])
+        before = statistics.median(rates["before"])
+        rows.append(
+            row(
+                f"store-only transitions: before the rewrite ({BASELINE_COMMIT}), {database} (baseline)",
+                "transitions/s",
+                rates["before"],
+                before,
+                command,
+            )
+        )
+        rows.append(row(f"store-only transitions: segflow, {database}", "transitions/s", rates["now"], before, command))
+    return rows
 
 
 def _workdir() -> Path:
@@ -326,7 +380,8 @@ def main() -> None:
     configure_logging("console", "error")  # in-process rounds (the reconciler's) stay quiet
     runs, duration = (5, 8.0) if args.full else (3, 4.0)
     started = time.time()
-    rows = ingest_rows(runs, duration, args.full) + flow_rows(3 if not args.full else 5, args.full)
+    rows = ingest_rows(runs, duration, args.full) + transition_rows(runs, args.full)
+    rows += flow_rows(3 if not args.full else 5, args.full)
     rows += webhook_cost.rows(args.full)
     rows += recovery.rows(1 if not args.full else 3, make_target(args.full), _workdir, row)
     write(rows, describe(), profile, time.time() - started)

@@ -4,11 +4,11 @@ handful of primitives, and the dialect's SQL as named statements (`sql/<dialect>
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from functools import cache
 from importlib import resources
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 
 class Row(Protocol):
@@ -18,6 +18,7 @@ class Row(Protocol):
     def keys(self) -> Iterable[str]: ...
 
 
+T = TypeVar("T")
 _NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 
 
@@ -30,7 +31,10 @@ def queries(dialect: str) -> Mapping[str, str]:
     for name, body in zip(parts[::2], parts[1::2], strict=True):
         if name in found:
             raise ValueError(f"{dialect}.sql: {name} defined twice")
-        found[name] = body.strip().rstrip(";")
+        lines = body.strip().splitlines()
+        while lines and lines[0].startswith("--"):  # what a statement is for, not part of it
+            lines.pop(0)
+        found[name] = "\n".join(lines).rstrip(";")  # empty: this dialect needs no such statement
     return found
 
 
@@ -50,6 +54,7 @@ class Conn(Protocol):
         ...
 
     async def executemany(self, name: str, args: Iterable[Sequence[Any]]) -> None: ...
+
     def savepoint(self) -> AbstractAsyncContextManager[None]:
         """A nested transaction: an exception inside undoes only what it wrote."""
         ...
@@ -67,9 +72,12 @@ class Driver(Protocol):
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...
-    def reading(self) -> AbstractAsyncContextManager[Conn]: ...
-    def writing(self) -> AbstractAsyncContextManager[Conn]:
-        """One transaction, committed durably when the block exits without an exception."""
+    async def read(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
+        """`fn` on a connection (SQLite: whole, on the reader thread)."""
+        ...
+
+    async def write(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
+        """`fn` in one transaction, committed durably unless it raises (SQLite: on the writer thread)."""
         ...
 
     async def migrate(self, files: Sequence[tuple[int, str]]) -> None:

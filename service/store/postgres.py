@@ -6,16 +6,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 import asyncpg
 import asyncpg.pool
 import structlog
 
-from service.store.driver import Row, queries
+from service.store.driver import Conn, Row, queries
 
+T = TypeVar("T")
 SQL = queries("postgres")
 CHANNEL = "segflow"
 ACQUIRE_TIMEOUT_S = 5.0
@@ -86,18 +87,16 @@ class PostgresDriver:
         if self._pool:
             await self._pool.close()
 
-    @asynccontextmanager
-    async def reading(self) -> AsyncIterator[PostgresConn]:
+    async def read(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
         assert self._pool is not None, "store not open"
         async with self._pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
-            yield PostgresConn(conn)
+            return await fn(PostgresConn(conn))
 
-    @asynccontextmanager
-    async def writing(self) -> AsyncIterator[PostgresConn]:
+    async def write(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
         assert self._pool is not None, "store not open"
         async with self._pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn, conn.transaction():
             self._writers.add(conn.get_server_pid())
-            yield PostgresConn(conn)
+            return await fn(PostgresConn(conn))
 
     async def migrate(self, files: Sequence[tuple[int, str]]) -> None:
         assert self._pool is not None, "store not open"
@@ -115,9 +114,13 @@ class PostgresDriver:
                 await conn.execute(SQL["unlock_migrations"])
 
     async def listen(self, on_payload: Callable[[str], None]) -> None:
-        self._listener = asyncio.create_task(self._listen(on_payload), name="postgres-listen")
+        """Returns once listening (or after ACQUIRE_TIMEOUT_S; it keeps trying in the background)."""
+        listening = asyncio.Event()
+        self._listener = asyncio.create_task(self._listen(on_payload, listening), name="postgres-listen")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(listening.wait(), ACQUIRE_TIMEOUT_S)
 
-    async def _listen(self, on_payload: Callable[[str], None]) -> None:
+    async def _listen(self, on_payload: Callable[[str], None], listening: asyncio.Event) -> None:
         def relay(_conn: Any, pid: int, _channel: str, payload: object) -> None:
             # Our own commits woke this process already; only other replicas' are news.
             if isinstance(payload, str) and pid not in self._writers:
@@ -131,6 +134,7 @@ class PostgresDriver:
                     lost = asyncio.Event()
                     conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                     on_payload("")  # anything may have happened while nobody listened
+                    listening.set()
                     await lost.wait()  # close() cancels this task
                 finally:
                     with contextlib.suppress(*_CONNECTION_ERRORS):

@@ -4,6 +4,7 @@ group of transitions planned in memory as the parameters of a few `executemany` 
 from __future__ import annotations
 
 import dataclasses
+import operator
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -45,8 +46,12 @@ def record(cls: type[R], row: Row) -> R:
     return cls(**{f: row[f] for f in cls.__dataclass_fields__})  # type: ignore[attr-defined]
 
 
+_JOB = operator.itemgetter(*JOB_COLUMNS)  # by name, in C
+_STORED = operator.itemgetter(*MUTABLE_COLUMNS)
+
+
 def _fields(row: Row) -> dict[str, Any]:
-    values = {c: row[c] for c in JOB_COLUMNS}
+    values = dict(zip(JOB_COLUMNS, _JOB(row), strict=True))
     values["metadata"] = _loads(values["metadata"])
     values["state"] = _STATES[values["state"]]
     values["output_urls"] = tuple(_loads(values["output_urls"]) or ())
@@ -156,7 +161,7 @@ def plan_group(
     for r in found:  # each job kept as its fields, its record, and its row as stored
         v = values[r["id"]] = _fields(r)
         jobs[v["id"]] = JobRow(**v)
-        gp.updates[v["id"]] = ["", now, *(r[c] for c in MUTABLE_COLUMNS), v["id"], r["state"]]
+        gp.updates[v["id"]] = ["", now, *_STORED(r), v["id"], r["state"]]
     known = dict(tasks)
     for job_id, decide, task_id in group:
         current = jobs.get(job_id)

@@ -1,7 +1,9 @@
 """The SQLite driver (WAL): one writer connection on its own thread, one reader beside it.
 
-Every statement runs on its connection's thread, so the event loop never waits on the disk; the
-store's group committer makes that one hop per statement of a group, not per caller.
+The store's reads and transactions are written once as coroutines over `Conn`; here each one runs
+whole on its connection's thread, driven to completion there (SQLite's calls never wait on the
+event loop, so nothing in them suspends). One thread hop per read and per group commit, and the
+event loop never waits on the disk.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,14 +20,23 @@ from typing import Any, TypeVar
 import orjson
 
 from service.callback_origin import origin_of
-from service.store.driver import Row, queries
+from service.store.driver import Conn, Row, queries
 
 T = TypeVar("T")
 SQL = queries("sqlite")
 
 
-def _dict_row(cursor: sqlite3.Cursor, values: tuple[Any, ...]) -> dict[str, Any]:
-    return dict(zip([d[0] for d in cursor.description], values, strict=True))
+def _dict_rows() -> Callable[[sqlite3.Cursor, tuple[Any, ...]], dict[str, Any]]:
+    """A row factory making dicts, reading each cursor's column names once (one per connection:
+    each connection is used by its own thread only)."""
+    last: list[Any] = [None, ()]
+
+    def row(cursor: sqlite3.Cursor, values: tuple[Any, ...]) -> dict[str, Any]:
+        if last[0] is not cursor:
+            last[:] = [cursor, [d[0] for d in cursor.description]]
+        return dict(zip(last[1], values, strict=True))
+
+    return row
 
 
 def _params(args: Sequence[Any]) -> Sequence[Any]:
@@ -33,53 +44,53 @@ def _params(args: Sequence[Any]) -> Sequence[Any]:
     return [orjson.dumps(a).decode() if isinstance(a, list) else a for a in args]
 
 
-class SqliteConn:
-    """A connection whose every call runs on its own thread."""
+def _drive(fn: Callable[[Conn], Awaitable[T]], conn: SqliteConn) -> T:
+    """Run `fn(conn)` to completion on this thread: its awaits are SqliteConn's, which never suspend."""
+    coro = fn(conn)
+    assert isinstance(coro, Coroutine)
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    coro.close()
+    raise RuntimeError("a SQLite read or transaction waited on the event loop")
 
-    def __init__(self, conn: sqlite3.Connection, thread: ThreadPoolExecutor, *, begin: bool = False) -> None:
-        self._conn, self._thread, self._begin = conn, thread, begin
+
+class SqliteConn:
+    """A connection for coroutines that run on its own thread (see `_drive`)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.connection = conn
         self._savepoints = 0
 
-    async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn` on the connection's thread (after BEGIN IMMEDIATE, in a write transaction)."""
-        return await asyncio.get_running_loop().run_in_executor(self._thread, self._in_tx, fn)
-
-    def _in_tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        if self._begin:
-            self._conn.execute("BEGIN IMMEDIATE")  # lazily: a group that writes nothing takes no lock
-            self._begin = False
-        return fn(self._conn)
-
     async def fetch(self, name: str, *args: Any) -> Sequence[Row]:
-        sql, params = SQL[name], _params(args)
-        return await self.call(lambda c: c.execute(sql, params).fetchall())
+        return self.connection.execute(SQL[name], _params(args)).fetchall()
 
     async def fetchrow(self, name: str, *args: Any) -> Row | None:
-        sql, params = SQL[name], _params(args)
-        row: Row | None = await self.call(lambda c: c.execute(sql, params).fetchone())
+        row: Row | None = self.connection.execute(SQL[name], _params(args)).fetchone()
         return row
 
     async def execute(self, name: str, *args: Any) -> int:
-        sql, params = SQL[name], _params(args)
-        return await self.call(lambda c: c.execute(sql, params).rowcount)
+        sql = SQL[name]  # empty: a statement this dialect does not need (a lock, a NOTIFY)
+        return self.connection.execute(sql, _params(args)).rowcount if sql else 0
 
     async def executemany(self, name: str, args: Iterable[Sequence[Any]]) -> None:
-        sql, params = SQL[name], list(args)  # rows of scalars: no IN lists here
+        params = list(args)  # rows of scalars: no IN lists here
         if params:
-            await self.call(lambda c: c.executemany(sql, params))
+            self.connection.executemany(SQL[name], params)
 
     @asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:
         self._savepoints += 1
         name = f"sp{self._savepoints}"
-        await self.call(lambda c: c.execute(f"SAVEPOINT {name}"))
+        self.connection.execute(f"SAVEPOINT {name}")
         try:
             yield
         except BaseException:
-            await self.call(lambda c: c.execute(f"ROLLBACK TO {name}"))
+            self.connection.execute(f"ROLLBACK TO {name}")
             raise
         finally:
-            await self.call(lambda c: c.execute(f"RELEASE {name}"))
+            self.connection.execute(f"RELEASE {name}")
 
 
 class SqliteDriver:
@@ -92,24 +103,25 @@ class SqliteDriver:
         self._synchronous = synchronous
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="sqlite-reader")
-        self._w: SqliteConn | None = None
-        self._r: SqliteConn | None = None
+        self._w: sqlite3.Connection | None = None
+        self._r: sqlite3.Connection | None = None
 
     async def open(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
         loop = asyncio.get_running_loop()
-        self._w = SqliteConn(await loop.run_in_executor(self._writer, self._connect), self._writer)
-        self._r = SqliteConn(await loop.run_in_executor(self._reader, self._connect), self._reader)
+        self._w = await loop.run_in_executor(self._writer, self._connect)
+        self._r = await loop.run_in_executor(self._reader, self._connect)
 
     async def close(self) -> None:
+        loop = asyncio.get_running_loop()
         for conn, thread in ((self._w, self._writer), (self._r, self._reader)):
             if conn is not None:
-                await conn.call(lambda c: c.close())
+                await loop.run_in_executor(thread, conn.close)
             thread.shutdown(wait=True)
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False, timeout=30)
-        conn.row_factory = _dict_row
+        conn.row_factory = _dict_rows()
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute(f"PRAGMA synchronous = {self._synchronous}")
         conn.execute("PRAGMA foreign_keys = ON")
@@ -118,24 +130,30 @@ class SqliteDriver:
         conn.create_function("segflow_origin", 1, origin_of, deterministic=True)
         return conn
 
-    @asynccontextmanager
-    async def reading(self) -> AsyncIterator[SqliteConn]:
+    async def read(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
         assert self._r is not None, "store not open"
-        yield self._r
+        return await asyncio.get_running_loop().run_in_executor(self._reader, _drive, fn, SqliteConn(self._r))
 
-    @asynccontextmanager
-    async def writing(self) -> AsyncIterator[SqliteConn]:
-        assert self._w is not None, "store not open"
-        tx = SqliteConn(self._w._conn, self._writer, begin=True)
+    async def write(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._writer, self._transaction, fn)
+
+    def _transaction(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
+        conn = self._w
+        assert conn is not None, "store not open"
+        conn.execute("BEGIN IMMEDIATE")
         try:
-            yield tx
-            await tx.call(lambda c: c.execute("COMMIT") if c.in_transaction else None)
+            result = _drive(fn, SqliteConn(conn))
+            conn.execute("COMMIT")
         except BaseException:
-            await tx.call(lambda c: c.execute("ROLLBACK") if c.in_transaction else None)
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
+        return result
 
     async def migrate(self, files: Sequence[tuple[int, str]]) -> None:
-        def run(c: sqlite3.Connection) -> None:
+        def run() -> None:
+            assert self._w is not None, "store not open"
+            c = self._w
             c.execute(SQL["create_migrations"])
             done = {r["version"] for r in c.execute(SQL["applied_migrations"])}
             for version, sql in files:
@@ -150,8 +168,7 @@ class SqliteDriver:
                         c.execute("ROLLBACK")
                     raise
 
-        assert self._w is not None, "store not open"
-        await self._w.call(run)
+        await asyncio.get_running_loop().run_in_executor(self._writer, run)
 
     async def listen(self, on_payload: Callable[[str], None]) -> None:
         return None  # one process per file: the store wakes its own workers

@@ -155,8 +155,7 @@ class Store:
         if self._closed or self._writer is None:
             raise StoreError("store is closed")
         try:
-            async with self.driver.reading() as conn:
-                return await fn(conn)
+            return await self.driver.read(fn)
         except Exception as exc:
             if self.driver.unavailable(exc):
                 raise StoreError(f"database unavailable: {type(exc).__name__}") from None
@@ -212,24 +211,28 @@ class Store:
         """The group in one transaction: other writes first, then every transition together."""
         results: list[tuple[bool, Any]] = [(False, None)] * len(group)
         self._topics = set()
-        async with self.driver.writing() as tx:
-            moves = []
-            for i, (job_id, op, _task_id, _fut) in enumerate(group):
-                if job_id is None:
-                    results[i] = await self._isolated(tx, isolate, op)
-                else:
-                    moves.append(i)
-            if moves:
-                items = [group[i] for i in moves]
-                ok, done = await self._isolated(tx, isolate, partial(self._transitions, items=items))
-                if not ok:  # one transition's SQL failed the group: each on its own
-                    alone = [await self._isolated(tx, True, partial(self._transitions, items=[t])) for t in items]
-                    done = [r[1][0] if r[0] else r for r in alone]
-                for i, result in zip(moves, done, strict=True):
-                    results[i] = result
-            if self._topics and self.driver.shared:
-                for topic in sorted(self._topics):
-                    await tx.execute("notify", topic.value)
+        return await self.driver.write(partial(self._in_transaction, group, results, isolate))
+
+    async def _in_transaction(
+        self, group: list[Pending], results: list[tuple[bool, Any]], isolate: bool, tx: Conn
+    ) -> list[tuple[bool, Any]]:
+        moves = []
+        for i, (job_id, op, _task_id, _fut) in enumerate(group):
+            if job_id is None:
+                results[i] = await self._isolated(tx, isolate, op)
+            else:
+                moves.append(i)
+        if moves:
+            items = [group[i] for i in moves]
+            ok, done = await self._isolated(tx, isolate, partial(self._transitions, items=items))
+            if not ok:  # one transition's SQL failed the group: each on its own
+                alone = [await self._isolated(tx, True, partial(self._transitions, items=[t])) for t in items]
+                done = [r[1][0] if r[0] else r for r in alone]
+            for i, result in zip(moves, done, strict=True):
+                results[i] = result
+        if self._topics and self.driver.shared:
+            for topic in sorted(self._topics):
+                await tx.execute("notify", topic.value)
         return results
 
     async def _isolated(self, tx: Conn, isolate: bool, op: Op) -> tuple[bool, Any]:

@@ -80,7 +80,7 @@ async def test_a_failed_commit_acknowledges_nobody_in_its_group(store: Store) ->
         )
 
     async def orphan_task(tx: SqliteConn) -> None:
-        await tx.call(orphan)
+        orphan(tx.connection)
 
     writes = [store._write(orphan_task), *(store.transition(j.id, cancel) for j in jobs)]
     results = await asyncio.gather(*writes, return_exceptions=True)
@@ -95,3 +95,17 @@ async def test_a_closed_store_refuses_writes(store: Store) -> None:
     await store.close()
     with pytest.raises(StoreError):
         await store.transition(jobs[0].id, cancel)
+
+
+async def test_a_write_failing_in_the_database_is_its_callers_alone(store: Store) -> None:
+    """The group runs again with each write in its own savepoint: still one commit for the others."""
+    jobs = await queued_jobs(store, 10)
+
+    async def orphan_task(tx: SqliteConn) -> None:
+        await tx.executemany("upsert_task", [("t-y", "no-such-job", 1, "created", "pending", 0, 0, None, None)])
+
+    writes = [store._write(orphan_task), *(store.transition(j.id, cancel) for j in jobs)]
+    results = await asyncio.gather(*writes, return_exceptions=True)
+    assert isinstance(results[0], sqlite3.IntegrityError)
+    assert all(not isinstance(r, BaseException) and r.applied for r in results[1:])
+    assert {(await store.get_job(j.id)).state for j in jobs} == {State.CANCELLED}  # type: ignore[union-attr]

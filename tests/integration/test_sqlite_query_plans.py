@@ -21,6 +21,7 @@ HOT_QUERIES = [
     "aged_jobs",
     "count_in_flight",
     "count_fetching",
+    "lock_jobs",  # every group of transitions reads its jobs so
     # Read by every process every few seconds (the adaptive poll and adoption window).
     "recent_run_times",
     "recent_heard_after",

@@ -19,8 +19,7 @@ SELECT 1;
 SELECT 1;
 
 -- name: notify
--- One process per SQLite file: no other replica to wake (the store never sends this here).
-SELECT ?1;
+-- One process per SQLite file: no other replica to wake (nothing to run).
 
 -- name: select_job
 SELECT * FROM jobs WHERE id = ?1;
@@ -104,8 +103,7 @@ SELECT count(*) AS n FROM jobs WHERE state IN ('submitting', 'unknown', 'submitt
 SELECT count(*) AS n FROM jobs WHERE state = 'fetching';
 
 -- name: lock_claims
--- Claimers take turns on PostgreSQL; here the writer is the only claimer.
-SELECT 1;
+-- Claimers take turns on PostgreSQL; here the writer is the only claimer: nothing to run.
 
 -- name: claim_queued
 -- Fair across tenants: each tenant with queued work (found by one index seek apiece, a loose
@@ -230,8 +228,7 @@ SELECT ?1, s.id, s.url, s.id, s.ed25519, 'pending', ?2, ?2, segflow_origin(s.url
 SELECT count(*) AS n FROM jobs WHERE batch_id = ?1 AND state NOT IN ('succeeded', 'failed', 'cancelled', 'expired');
 
 -- name: lock_deliveries
--- The writer is the only claimer of deliveries here.
-SELECT 1;
+-- The writer is the only claimer of deliveries here: nothing to run.
 
 -- name: claim_deliveries
 -- Due deliveries, at most ?5 in flight per origin (scheme, host, port; counting leases held
