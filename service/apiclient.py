@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,29 @@ class SegflowClient:
             data = await resp.read()
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
+        return len(data)
+
+    async def manifest(self, batch_id: str) -> list[dict[str, Any]]:
+        """The batch's manifest (JSON Lines): one row per job, with signed download links."""
+        async with self._session.get(f"{self.base_url}/v1/batches/{batch_id}/manifest", headers=self._headers) as resp:
+            raw = await resp.read()
+            if resp.status != 200:
+                raise ApiError(resp.status, raw.decode(errors="replace"))
+        return [orjson.loads(line) for line in raw.splitlines() if line.strip()]
+
+    async def save_link(self, url: str, target: Path, sha256: str | None) -> int:
+        """Download a signed link (no API key is sent) to `target`, checked against `sha256`;
+        written under a temporary name first, so `target` is whole or absent."""
+        async with self._session.get(url) as resp:
+            data = await resp.read()
+            if resp.status != 200:
+                raise ApiError(resp.status, data.decode(errors="replace"))
+        if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+            raise ApiError(502, f"downloaded mask does not match its sha256 ({target.name})")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        part = target.with_name(target.name + ".part")
+        part.write_bytes(data)
+        part.replace(target)
         return len(data)
 
     async def event_deliveries(self, event_id: str) -> Any:

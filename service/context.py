@@ -5,7 +5,8 @@ from __future__ import annotations
 import secrets as _secrets
 from dataclasses import dataclass, field
 
-from service.artifacts import LocalArtifactStore
+from service.artifacts import ArtifactBackend, open_backend
+from service.links import LinkSigner
 from service.metrics import Metrics
 from service.settings import Settings
 from service.signing import CallbackSigner
@@ -21,14 +22,16 @@ class Services:
     store: Store
     upstream: UpstreamClient
     secrets: WebhookSecrets
-    artifacts: LocalArtifactStore
+    artifacts: ArtifactBackend
     signer: CallbackSigner
+    links: LinkSigner
     metrics: Metrics = field(default_factory=Metrics)
     wakeup: Wakeup = field(default_factory=Wakeup)
     instance_id: str = field(default_factory=lambda: _secrets.token_hex(4))
 
     async def close(self) -> None:
         await self.upstream.close()
+        await self.artifacts.close()
         await self.store.close()
 
 
@@ -51,8 +54,11 @@ async def open_services(settings: Settings, store: Store | None = None) -> Servi
         store=store,
         upstream=upstream,
         secrets=WebhookSecrets([k.encode() for k in settings.webhook_keys]),
-        artifacts=LocalArtifactStore(settings.artifact_dir),
+        artifacts=open_backend(settings.artifact_url, settings.artifact_dir, settings.s3_endpoint_url),
         signer=CallbackSigner([k.encode() for k in settings.webhook_keys]),
+        links=LinkSigner(
+            [k.encode() for k in settings.webhook_keys], settings.public_url, settings.artifact_link_ttl_s
+        ),
         instance_id=settings.instance_id or _secrets.token_hex(4),
     )
     listen = getattr(store, "listen", None)

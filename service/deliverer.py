@@ -14,6 +14,7 @@ import time
 import aiohttp
 
 from service.context import Services
+from service.links import with_download_link
 from service.store.base import AttemptResult, ClaimedDelivery
 from service.urlguard import GuardedSession, UrlRefused, check_url
 from service.wakeup import Topic
@@ -97,7 +98,7 @@ class Deliverer(Worker):
 
     async def _post(self, item: ClaimedDelivery) -> tuple[int | None, str | None, float]:
         d = item.delivery
-        body = item.payload.encode()
+        body = with_download_link(item.payload, self.services.links).encode()
         started = time.perf_counter()
         try:
             check_url(d.url, allowed_hosts=None, allow_private=self.dev, https_only=not self.dev)

@@ -7,6 +7,7 @@ import asyncio
 import time
 from urllib.parse import urlsplit
 
+from service.artifacts import ArtifactCorrupt, mask_key, one_chunk
 from service.backoff import Backoff
 from service.completion import record
 from service.context import Services
@@ -114,8 +115,12 @@ class Fetcher(Worker):
         artifacts = []
         now = time.time()
         for idx, (url, item) in enumerate(zip(urls, got, strict=True)):
-            relative = self.services.artifacts.relative_path(job.tenant, job.id, idx)
-            await self.services.artifacts.put(relative, item.data)
+            relative = mask_key(job.tenant, job.id, idx)
+            stored = await self.services.artifacts.write(
+                relative, one_chunk(item.data), max_bytes=len(item.data), content_type=item.content_type
+            )
+            if stored.sha256 != item.sha256:  # what was written is not what was checked: try again later
+                raise ArtifactCorrupt(f"mask {idx} of {job.id} changed while being stored")
             artifacts.append(
                 ArtifactRow(
                     job.id,

@@ -14,11 +14,13 @@ import re
 
 from PIL import Image
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import Response
 
+from service.api.downloads import stream_object
 from service.api.endpoint import Call
 from service.api.errors import ApiError
 from service.api.responses import json_response
+from service.artifacts import ArtifactMissing, content_type_of, input_key, one_chunk
 from service.context import Services
 from service.http_body import BodyTooLarge, read_limited
 
@@ -56,7 +58,9 @@ async def upload_input(call: Call) -> Response:
         raise ApiError(422, "invalid_image", kind, [{"path": "body", "reason": kind}])
     ext, ctype = kind
     name = f"{hashlib.sha256(data).hexdigest()}.{ext}"
-    await services.artifacts.put(f"inputs/{name}", data)
+    # A streaming upload would use services.artifacts.stage() while reading the body, then
+    # commit() under this name once the image checks out (discard() otherwise).
+    await services.artifacts.write(input_key(name), one_chunk(data), max_bytes=MAX_INPUT_BYTES, content_type=ctype)
     url = f"{services.settings.public_url.rstrip('/')}/inputs/{name}"
     return json_response({"url": url, "content_type": ctype, "bytes": len(data)}, 201)
 
@@ -67,7 +71,7 @@ async def serve_input(request: Request) -> Response:
     name = request.path_params["name"]
     if not _NAME.match(name):
         raise ApiError(404, "not_found", "no such input")
-    path = services.artifacts.resolve(f"inputs/{name}")
-    if not path.is_file():
-        raise ApiError(404, "not_found", "no such input")
-    return FileResponse(path, media_type="image/png" if name.endswith(".png") else "image/jpeg")
+    try:
+        return await stream_object(services.artifacts, input_key(name), media_type=content_type_of(name))
+    except ArtifactMissing:  # never uploaded, or deleted by the retention policy
+        raise ApiError(404, "not_found", "no such input") from None

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.artifacts import LocalArtifactStore
+from service.artifacts import ArtifactBackend, ArtifactMissing
 from service.states import Event, State, transition
 from service.store.base import EventRow, Store
 
@@ -47,7 +47,7 @@ def paid_tasks_by_job(sandbox_tasks: Iterable[Mapping[str, Any]]) -> dict[str, l
 
 async def check_run(
     store: Store,
-    artifacts: LocalArtifactStore,
+    artifacts: ArtifactBackend,
     job_ids: Sequence[str],
     sandbox_tasks: Sequence[Mapping[str, Any]],
 ) -> Report:
@@ -141,7 +141,7 @@ def _check_event_log(job_id: str, state: State, events: Sequence[EventRow], repo
 
 
 async def _check_mask(
-    store: Store, artifacts: LocalArtifactStore, job_id: str, masks: Mapping[str, Any], report: Report
+    store: Store, artifacts: ArtifactBackend, job_id: str, masks: Mapping[str, Any], report: Report
 ) -> None:
     stored = await store.job_artifacts(job_id)
     if not stored:
@@ -149,11 +149,12 @@ async def _check_mask(
         return
     task_masks = {masks.get(t.task_id) for t in await store.job_tasks(job_id)}
     for a in stored:
-        path = artifacts.resolve(a.path)
-        if not path.is_file():
+        try:
+            opened = await artifacts.open(a.path)
+        except ArtifactMissing:
             report.violations.append(f"{job_id}: mask file {a.path} missing")
             continue
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        digest = hashlib.sha256(b"".join([c async for c in opened.chunks])).hexdigest()
         if digest != a.sha256:
             report.violations.append(f"{job_id}: mask file differs from its recorded sha256")
         if a.sha256 not in task_masks:

@@ -255,6 +255,35 @@ class AttemptResult:
     next_at: float | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class PrunedRow:
+    """The tombstone of a job or batch the pruner deleted (its 410 Gone answer)."""
+
+    id: str
+    tenant: str
+    batch_id: str  # "" for a batch
+    pruned_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiredMask:
+    job_id: str
+    idx: int
+    path: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionCounts:
+    """What a pruning round would delete now (`segflow prune --dry-run`)."""
+
+    masks: int
+    mask_bytes: int
+    jobs: int
+    events: int
+    outbox: int
+
+
 class Decision(Protocol):
     def __call__(self, job: JobRow | None, task: TaskRow | None, /) -> Change | None: ...
 
@@ -331,6 +360,40 @@ class Store(Protocol):
     async def replay_event(self, event_id: str, *, now: float) -> int: ...
     async def replay_subscription(self, sub_id: str, *, since: float, now: float) -> int: ...
     async def dead_deliveries(self, tenant: str, *, limit: int) -> list[DeliveryRow]: ...
+
+    # retention (the pruner): small batches, each its own short transaction
+    async def pruned_job(self, job_id: str) -> PrunedRow | None: ...
+    async def pruned_batch(self, batch_id: str) -> PrunedRow | None: ...
+    async def pruned_masks(self, job_id: str) -> dict[int, float]:
+        """Mask index -> when its object was deleted, for the job's pruned masks."""
+        ...
+
+    async def expired_masks(self, *, cutoff: float, limit: int) -> list[ExpiredMask]:
+        """Stored masks written before `cutoff` whose object is not yet deleted, oldest first."""
+        ...
+
+    async def mark_masks_pruned(self, masks: Sequence[ExpiredMask], *, now: float) -> None: ...
+    async def expired_jobs(self, *, cutoff: float, limit: int) -> tuple[list[str], list[str]]:
+        """(ids, mask paths not yet deleted) of final jobs that finished before `cutoff`."""
+        ...
+
+    async def delete_jobs(self, job_ids: Sequence[str], *, cutoff: float, now: float) -> int:
+        """Delete those still expired with their attempts, events and artifact rows; tombstone each."""
+        ...
+
+    async def delete_empty_batches(self, *, cutoff: float, limit: int, now: float) -> int: ...
+    async def delete_outbox(self, *, cutoff: float, limit: int) -> int:
+        """Delete events created before `cutoff` that nothing is delivering, with their deliveries
+        and attempts."""
+        ...
+
+    async def live_input_images(self) -> list[str]:
+        """Image URLs naming an uploaded input (`/inputs/`) of jobs not yet final."""
+        ...
+
+    async def retention_counts(
+        self, *, masks_cutoff: float | None, jobs_cutoff: float | None, outbox_cutoff: float | None
+    ) -> RetentionCounts: ...
 
 
 DecideFn = Callable[[JobRow | None, TaskRow | None], Change | None]

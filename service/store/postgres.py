@@ -41,6 +41,7 @@ from service.store.base import (
 )
 from service.store.migrations import migration_files
 from service.store.pg_callbacks import PostgresCallbacks, write_outbox
+from service.store.pg_retention import PgRetention
 from service.store.postgres_sql import (
     AGED_JOBS,
     BATCH_COUNTS,
@@ -125,7 +126,7 @@ def _wakes(state: State) -> Topic | None:
     return None
 
 
-class PostgresStore(PostgresCallbacks):
+class PostgresStore(PostgresCallbacks, PgRetention):
     """The `Store` on PostgreSQL."""
 
     def __init__(self, url: str, *, group_commit_max: int = 256, pool_size: int = 10) -> None:

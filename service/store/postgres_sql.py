@@ -111,3 +111,74 @@ CREATE_MIGRATIONS = (
     "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, applied_at double precision)"
 )
 MIGRATION_UNLOCK = "SELECT pg_advisory_unlock(727000)"
+
+# retention (the pruner; migration 0009) ------------------------------------------------------
+PRUNED_JOB = "SELECT id, tenant, batch_id, pruned_at FROM pruned_jobs WHERE id = $1"
+PRUNED_BATCH = "SELECT id, tenant, '', pruned_at FROM pruned_batches WHERE id = $1"
+PRUNED_MASKS_OF_JOB = "SELECT idx, pruned_at FROM pruned_masks WHERE job_id = $1"
+MASKS_WATERMARK = "SELECT coalesce(max(artifact_created_at), 0) FROM pruned_masks"
+EXPIRED_MASKS = (
+    "SELECT a.job_id, a.idx, a.path, a.created_at FROM artifacts a "
+    "WHERE a.created_at >= $1 AND a.created_at < $2 "
+    "AND NOT EXISTS (SELECT 1 FROM pruned_masks p WHERE p.job_id = a.job_id AND p.idx = a.idx) "
+    "ORDER BY a.created_at LIMIT $3"
+)
+INSERT_PRUNED_MASK = (
+    "INSERT INTO pruned_masks (job_id, idx, artifact_created_at, pruned_at) VALUES ($1, $2, $3, $4) "
+    "ON CONFLICT DO NOTHING"
+)
+EXPIRED_JOBS = f"SELECT id FROM jobs WHERE state IN ({_TERMINAL}) AND finished_at < $1 ORDER BY finished_at LIMIT $2"
+UNPRUNED_MASKS_OF_JOBS = (
+    "SELECT a.path FROM artifacts a WHERE a.job_id = ANY($1::text[]) "
+    "AND NOT EXISTS (SELECT 1 FROM pruned_masks p WHERE p.job_id = a.job_id AND p.idx = a.idx)"
+)
+# One statement: the jobs still expired (re-checked under their row locks, skipping any a
+# transition holds), their rows in every table, and a tombstone each.
+DELETE_JOBS = f"""
+WITH doomed AS (
+  SELECT id, tenant, batch_id FROM jobs
+   WHERE id = ANY($1::text[]) AND state IN ({_TERMINAL}) AND finished_at < $2
+   FOR UPDATE SKIP LOCKED),
+ e AS (DELETE FROM events WHERE job_id IN (SELECT id FROM doomed)),
+ t AS (DELETE FROM tasks WHERE job_id IN (SELECT id FROM doomed)),
+ a AS (DELETE FROM artifacts WHERE job_id IN (SELECT id FROM doomed)),
+ p AS (DELETE FROM pruned_masks WHERE job_id IN (SELECT id FROM doomed)),
+ tomb AS (INSERT INTO pruned_jobs SELECT id, tenant, batch_id, $3 FROM doomed ON CONFLICT DO NOTHING)
+DELETE FROM jobs WHERE id IN (SELECT id FROM doomed)
+"""
+DELETE_EMPTY_BATCHES = """
+WITH doomed AS (
+  SELECT b.id, b.tenant FROM batches b
+   WHERE b.created_at < $1 AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.batch_id = b.id)
+   ORDER BY b.created_at LIMIT $2 FOR UPDATE SKIP LOCKED),
+ tomb AS (INSERT INTO pruned_batches SELECT id, tenant, $3 FROM doomed ON CONFLICT DO NOTHING)
+DELETE FROM batches WHERE id IN (SELECT id FROM doomed)
+"""
+EXPIRED_OUTBOX = (
+    "SELECT o.id FROM outbox o WHERE o.created_at < $1 "
+    "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = o.id AND d.state = 'pending') "
+    "ORDER BY o.created_at LIMIT $2 FOR UPDATE SKIP LOCKED"
+)
+LOCK_FINISHED_DELIVERIES = (
+    "SELECT id FROM deliveries WHERE event_id = ANY($1::text[]) AND state <> 'pending' ORDER BY id FOR UPDATE"
+)
+DELETE_OUTBOX_ROWS = (
+    "DELETE FROM delivery_attempts WHERE delivery_id = ANY($2::bigint[])",
+    "DELETE FROM deliveries WHERE id = ANY($2::bigint[])",
+    "DELETE FROM outbox WHERE id = ANY($1::text[]) "
+    "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = outbox.id)",
+)
+LIVE_IMAGES = f"SELECT DISTINCT image FROM jobs WHERE state NOT IN ({_TERMINAL}) AND image LIKE '%/inputs/%'"
+COUNT_EXPIRED_MASKS = (
+    "SELECT count(*), coalesce(sum(a.bytes), 0) FROM artifacts a WHERE a.created_at >= $1 AND a.created_at < $2 "
+    "AND NOT EXISTS (SELECT 1 FROM pruned_masks p WHERE p.job_id = a.job_id AND p.idx = a.idx)"
+)
+COUNT_EXPIRED_JOBS = f"SELECT count(*) FROM jobs WHERE state IN ({_TERMINAL}) AND finished_at < $1"
+COUNT_EXPIRED_EVENTS = (
+    f"SELECT count(*) FROM events WHERE job_id IN "
+    f"(SELECT id FROM jobs WHERE state IN ({_TERMINAL}) AND finished_at < $1)"
+)
+COUNT_EXPIRED_OUTBOX = (
+    "SELECT count(*) FROM outbox o WHERE o.created_at < $1 "
+    "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = o.id AND d.state = 'pending')"
+)

@@ -39,6 +39,7 @@ from service.store.base import (
 )
 from service.store.migrations import migration_files
 from service.store.sqlite_callbacks import SqliteCallbacks, write_outbox
+from service.store.sqlite_retention import SqliteRetention
 from service.store.sqlite_sql import (
     AGED_JOBS,
     BATCH_COUNTS,
@@ -75,7 +76,7 @@ T = TypeVar("T")
 Op = Callable[[sqlite3.Connection], Any]
 
 
-class SqliteStore(SqliteCallbacks):
+class SqliteStore(SqliteCallbacks, SqliteRetention):
     """The `Store` on one SQLite file."""
 
     def __init__(self, path: str | Path, *, group_commit_max: int = 256, synchronous: str = "FULL") -> None:

@@ -89,3 +89,66 @@ FLOW_COUNTS = (
 )
 INSERT_KEY = "INSERT OR REPLACE INTO api_keys (key_hash, tenant, label, created_at) VALUES (?, ?, ?, ?)"
 SELECT_KEY = "SELECT tenant FROM api_keys WHERE key_hash = ?"
+
+# retention (the pruner; migration 0009) ------------------------------------------------------
+# Id lists are passed as one JSON array (json_each), so each statement has one fixed text.
+_IDS = "(SELECT value FROM json_each(?))"
+PRUNED_JOB = "SELECT id, tenant, batch_id, pruned_at FROM pruned_jobs WHERE id = ?"
+PRUNED_BATCH = "SELECT id, tenant, '', pruned_at FROM pruned_batches WHERE id = ?"
+PRUNED_MASKS_OF_JOB = "SELECT idx, pruned_at FROM pruned_masks WHERE job_id = ?"
+MASKS_WATERMARK = "SELECT coalesce(max(artifact_created_at), 0) FROM pruned_masks"
+EXPIRED_MASKS = (
+    "SELECT a.job_id, a.idx, a.path, a.created_at FROM artifacts a "
+    "WHERE a.created_at >= ? AND a.created_at < ? "
+    "AND NOT EXISTS (SELECT 1 FROM pruned_masks p WHERE p.job_id = a.job_id AND p.idx = a.idx) "
+    "ORDER BY a.created_at LIMIT ?"
+)
+INSERT_PRUNED_MASK = (
+    "INSERT OR IGNORE INTO pruned_masks (job_id, idx, artifact_created_at, pruned_at) VALUES (?, ?, ?, ?)"
+)
+EXPIRED_JOBS = f"SELECT id FROM jobs WHERE state IN ({_TERMINAL}) AND finished_at < ? ORDER BY finished_at LIMIT ?"
+UNPRUNED_MASKS_OF_JOBS = (
+    f"SELECT a.path FROM artifacts a WHERE a.job_id IN {_IDS} "
+    "AND NOT EXISTS (SELECT 1 FROM pruned_masks p WHERE p.job_id = a.job_id AND p.idx = a.idx)"
+)
+# Re-checked inside the deleting transaction: a job retried since it was listed is kept.
+STILL_EXPIRED_JOBS = f"SELECT id FROM jobs WHERE id IN {_IDS} AND state IN ({_TERMINAL}) AND finished_at < ?"
+DELETE_JOB_ROWS = (
+    f"DELETE FROM events WHERE job_id IN {_IDS}",
+    f"DELETE FROM tasks WHERE job_id IN {_IDS}",
+    f"DELETE FROM artifacts WHERE job_id IN {_IDS}",
+    f"DELETE FROM pruned_masks WHERE job_id IN {_IDS}",
+)
+TOMBSTONE_JOBS = f"INSERT OR IGNORE INTO pruned_jobs SELECT id, tenant, batch_id, ? FROM jobs WHERE id IN {_IDS}"
+DELETE_JOBS = f"DELETE FROM jobs WHERE id IN {_IDS}"
+EMPTY_BATCHES = (
+    "SELECT b.id FROM batches b WHERE b.created_at < ? "
+    "AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.batch_id = b.id) ORDER BY b.created_at LIMIT ?"
+)
+TOMBSTONE_BATCHES = f"INSERT OR IGNORE INTO pruned_batches SELECT id, tenant, ? FROM batches WHERE id IN {_IDS}"
+DELETE_BATCHES = f"DELETE FROM batches WHERE id IN {_IDS}"
+EXPIRED_OUTBOX = (
+    "SELECT o.id FROM outbox o WHERE o.created_at < ? "
+    "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = o.id AND d.state = 'pending') "
+    "ORDER BY o.created_at LIMIT ?"
+)
+DELETE_OUTBOX_ROWS = (
+    "DELETE FROM delivery_attempts WHERE delivery_id IN "
+    f"(SELECT id FROM deliveries WHERE event_id IN {_IDS} AND state <> 'pending')",
+    f"DELETE FROM deliveries WHERE event_id IN {_IDS} AND state <> 'pending'",
+    f"DELETE FROM outbox WHERE id IN {_IDS} AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = outbox.id)",
+)
+LIVE_IMAGES = f"SELECT DISTINCT image FROM jobs WHERE state NOT IN ({_TERMINAL}) AND image LIKE '%/inputs/%'"
+COUNT_EXPIRED_MASKS = (
+    "SELECT count(*), coalesce(sum(a.bytes), 0) FROM artifacts a WHERE a.created_at >= ? AND a.created_at < ? "
+    "AND NOT EXISTS (SELECT 1 FROM pruned_masks p WHERE p.job_id = a.job_id AND p.idx = a.idx)"
+)
+COUNT_EXPIRED_JOBS = f"SELECT count(*) FROM jobs WHERE state IN ({_TERMINAL}) AND finished_at < ?"
+COUNT_EXPIRED_EVENTS = (
+    f"SELECT count(*) FROM events WHERE job_id IN "
+    f"(SELECT id FROM jobs WHERE state IN ({_TERMINAL}) AND finished_at < ?)"
+)
+COUNT_EXPIRED_OUTBOX = (
+    "SELECT count(*) FROM outbox o WHERE o.created_at < ? "
+    "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = o.id AND d.state = 'pending')"
+)

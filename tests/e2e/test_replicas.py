@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from service.artifacts import LocalArtifactStore
+from service.artifacts_local import LocalArtifactStore
 from service.invariants import check_run
 from service.store.postgres import PostgresStore
 from tests.fixtures.database import drop_postgres_database, fresh_postgres_database, postgres_dsn
