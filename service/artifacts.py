@@ -137,19 +137,24 @@ class Hashing:
         self.md5 = hashlib.md5(usedforsecurity=False)
         self.size = 0
         self.head = b""
+        self.failure: Exception | None = None
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._chunks:
-            if not chunk:
-                continue
-            self.size += len(chunk)
-            if self.size > self._max:
-                raise ArtifactTooLarge(f"more than {self._max} bytes")
-            if len(self.head) < self.HEAD_BYTES:
-                self.head += chunk[: self.HEAD_BYTES - len(self.head)]
-            self.sha256.update(chunk)
-            self.md5.update(chunk)
-            yield bytes(chunk)
+        try:
+            async for chunk in self._chunks:
+                if not chunk:
+                    continue
+                self.size += len(chunk)
+                if self.size > self._max:
+                    raise ArtifactTooLarge(f"more than {self._max} bytes")
+                if len(self.head) < self.HEAD_BYTES:
+                    self.head += chunk[: self.HEAD_BYTES - len(self.head)]
+                self.sha256.update(chunk)
+                self.md5.update(chunk)
+                yield bytes(chunk)
+        except Exception as exc:
+            self.failure = exc  # the source's own error (a client gone), not the storage's
+            raise
 
 
 def open_backend(artifact_url: str, artifact_dir: str, s3_endpoint_url: str = "") -> ArtifactBackend:

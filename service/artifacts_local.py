@@ -80,7 +80,7 @@ class LocalArtifactStore:
         return await asyncio.to_thread(self._list_older, prefix.strip("/"), cutoff)
 
     def _list_older(self, prefix: str, cutoff: float) -> list[Listed]:
-        base = self.resolve(prefix)
+        base = self.resolve(prefix) if prefix else self.root
         out: list[Listed] = []
         if not base.is_dir():
             return out

@@ -45,17 +45,22 @@ SINGLE_PUT_BYTES = 5 * 1024 * 1024
 
 
 @contextlib.contextmanager
-def _translated() -> Iterator[None]:
-    """obstore's errors as the backend interface's: missing, or unavailable (retry later)."""
+def _translated(source: Hashing | None = None) -> Iterator[None]:
+    """obstore's errors as the backend interface's: missing, or unavailable (retry later). An
+    error of the stream being uploaded is the caller's own and goes through unchanged."""
     try:
         yield
     except (ArtifactTooLarge, ArtifactCorrupt, ArtifactMissing):
         raise
-    except FileNotFoundError as exc:
-        raise ArtifactMissing(str(exc).split(":", 1)[0]) from None
-    except (obstore.exceptions.BaseError, OSError) as exc:
-        # The first line names the operation and the object; the rest is the server's debug dump.
-        raise ArtifactUnavailable(str(exc).splitlines()[0][:300]) from None
+    except Exception as exc:
+        if source is not None and exc is source.failure:
+            raise
+        if isinstance(exc, FileNotFoundError):
+            raise ArtifactMissing(str(exc).split(":", 1)[0]) from None
+        if isinstance(exc, obstore.exceptions.BaseError | OSError):
+            # The first line names the operation and the object; the rest is the server's debug dump.
+            raise ArtifactUnavailable(str(exc).splitlines()[0][:300]) from None
+        raise
 
 
 class S3ArtifactStore:
@@ -80,14 +85,14 @@ class S3ArtifactStore:
 
     async def write(self, key: str, chunks: AsyncIterable[bytes], *, max_bytes: int, content_type: str) -> Stored:
         hashing = Hashing(chunks, max_bytes)
-        with _translated():
+        with _translated(hashing):
             await self._put(check_key(key), hashing, content_type)
         return Stored(key, hashing.sha256.hexdigest(), hashing.size)
 
     async def stage(self, chunks: AsyncIterable[bytes], *, max_bytes: int) -> Staged:
         temp_key = f"{STAGING}/{secrets.token_hex(16)}"
         hashing = Hashing(chunks, max_bytes)
-        with _translated():
+        with _translated(hashing):
             await self._put(temp_key, hashing, "application/octet-stream")
         return Staged(temp_key, hashing.sha256.hexdigest(), hashing.size, hashing.head)
 
