@@ -70,11 +70,9 @@ class PgRetention:
             if not ids:
                 return 0
             deliveries = [r[0] for r in await c.fetch(sql.LOCK_FINISHED_DELIVERIES, ids)]
-            status = ""
-            for statement in sql.DELETE_OUTBOX_ROWS:
-                args = (ids, deliveries) if "$2" in statement else (ids,)
-                status = await c.execute(statement, *args)
-            return _count(status)
+            await c.execute(sql.DELETE_ATTEMPTS, deliveries)
+            await c.execute(sql.DELETE_DELIVERIES, deliveries)
+            return _count(await c.execute(sql.DELETE_OUTBOX, ids))
 
         return await self._tx(fn)
 

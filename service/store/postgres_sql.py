@@ -143,7 +143,7 @@ WITH doomed AS (
  t AS (DELETE FROM tasks WHERE job_id IN (SELECT id FROM doomed)),
  a AS (DELETE FROM artifacts WHERE job_id IN (SELECT id FROM doomed)),
  p AS (DELETE FROM pruned_masks WHERE job_id IN (SELECT id FROM doomed)),
- tomb AS (INSERT INTO pruned_jobs SELECT id, tenant, batch_id, $3 FROM doomed ON CONFLICT DO NOTHING)
+ tomb AS (INSERT INTO pruned_jobs SELECT id, tenant, batch_id, $3::float8 FROM doomed ON CONFLICT DO NOTHING)
 DELETE FROM jobs WHERE id IN (SELECT id FROM doomed)
 """
 DELETE_EMPTY_BATCHES = """
@@ -151,7 +151,7 @@ WITH doomed AS (
   SELECT b.id, b.tenant FROM batches b
    WHERE b.created_at < $1 AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.batch_id = b.id)
    ORDER BY b.created_at LIMIT $2 FOR UPDATE SKIP LOCKED),
- tomb AS (INSERT INTO pruned_batches SELECT id, tenant, $3 FROM doomed ON CONFLICT DO NOTHING)
+ tomb AS (INSERT INTO pruned_batches SELECT id, tenant, $3::float8 FROM doomed ON CONFLICT DO NOTHING)
 DELETE FROM batches WHERE id IN (SELECT id FROM doomed)
 """
 EXPIRED_OUTBOX = (
@@ -162,12 +162,9 @@ EXPIRED_OUTBOX = (
 LOCK_FINISHED_DELIVERIES = (
     "SELECT id FROM deliveries WHERE event_id = ANY($1::text[]) AND state <> 'pending' ORDER BY id FOR UPDATE"
 )
-DELETE_OUTBOX_ROWS = (
-    "DELETE FROM delivery_attempts WHERE delivery_id = ANY($2::bigint[])",
-    "DELETE FROM deliveries WHERE id = ANY($2::bigint[])",
-    "DELETE FROM outbox WHERE id = ANY($1::text[]) "
-    "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = outbox.id)",
-)
+DELETE_ATTEMPTS = "DELETE FROM delivery_attempts WHERE delivery_id = ANY($1::bigint[])"
+DELETE_DELIVERIES = "DELETE FROM deliveries WHERE id = ANY($1::bigint[])"
+DELETE_OUTBOX = "DELETE FROM outbox WHERE id = ANY($1::text[]) AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = outbox.id)"
 LIVE_IMAGES = f"SELECT DISTINCT image FROM jobs WHERE state NOT IN ({_TERMINAL}) AND image LIKE '%/inputs/%'"
 COUNT_EXPIRED_MASKS = (
     "SELECT count(*), coalesce(sum(a.bytes), 0) FROM artifacts a WHERE a.created_at >= $1 AND a.created_at < $2 "
