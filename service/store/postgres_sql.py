@@ -164,7 +164,10 @@ LOCK_FINISHED_DELIVERIES = (
 )
 DELETE_ATTEMPTS = "DELETE FROM delivery_attempts WHERE delivery_id = ANY($1::bigint[])"
 DELETE_DELIVERIES = "DELETE FROM deliveries WHERE id = ANY($1::bigint[])"
-DELETE_OUTBOX = "DELETE FROM outbox WHERE id = ANY($1::text[]) AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = outbox.id)"
+DELETE_OUTBOX = (
+    "DELETE FROM outbox WHERE id = ANY($1::text[]) "
+    "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = outbox.id)"
+)
 LIVE_IMAGES = f"SELECT DISTINCT image FROM jobs WHERE state NOT IN ({_TERMINAL}) AND image LIKE '%/inputs/%'"
 COUNT_EXPIRED_MASKS = (
     "SELECT count(*), coalesce(sum(a.bytes), 0) FROM artifacts a WHERE a.created_at >= $1 AND a.created_at < $2 "

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from service.artifacts import (
+    STAGING,
     ArtifactBackend,
     ArtifactMissing,
     ArtifactTooLarge,
     ArtifactUnavailable,
-    STAGING,
     input_key,
     mask_key,
     one_chunk,

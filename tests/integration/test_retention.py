@@ -3,6 +3,7 @@ rows and objects alike; what is fresh stays, event log and all; pruned things an
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -43,7 +44,8 @@ async def age(store: Store, job_ids: Sequence[str], days: float, *, masks_only: 
         statements += [
             f"UPDATE jobs SET finished_at = finished_at - {d}, created_at = created_at - {d} WHERE id IN ({ids})",
             f"UPDATE outbox SET created_at = created_at - {d} WHERE job_id IN ({ids})",
-            f"UPDATE batches SET created_at = created_at - {d} WHERE id IN (SELECT batch_id FROM jobs WHERE id IN ({ids}))",
+            f"UPDATE batches SET created_at = created_at - {d} "
+            f"WHERE id IN (SELECT batch_id FROM jobs WHERE id IN ({ids}))",
         ]
     if isinstance(store, SqliteStore):
         await store._write(lambda c: [c.execute(s) for s in statements])
@@ -166,8 +168,13 @@ async def test_prune_dry_run_prints_what_would_go_and_changes_nothing(api: Api) 
         "SEGFLOW_S3_ENDPOINT_URL": s.s3_endpoint_url,
         "COLUMNS": "200",
     }
-    out = subprocess.run(
-        [sys.executable, "-m", "service.cli", "prune", "--dry-run"], env=env, capture_output=True, text=True, timeout=60
+    out = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "service.cli", "prune", "--dry-run"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 0, out.stderr
     assert "dry run: nothing changed" in out.stdout

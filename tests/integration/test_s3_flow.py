@@ -12,13 +12,14 @@ from typing import Any
 
 import aiohttp
 import orjson
+import pytest
 
 from service.api.manifest import COLUMNS
 from service.invariants import check_run
 from tests.fixtures.s3 import S3Bucket
 from tests.fixtures.segflow import TENANT_KEYS
 from tests.integration.test_callbacks import FAST, Receiver, receiver  # noqa: F401 - the fixture
-from tests.integration.test_flow import sandbox_tasks, submit, wait_done
+from tests.integration.test_flow import sandbox_tasks, wait_done
 
 
 async def download(http: aiohttp.ClientSession, url: str) -> bytes:
@@ -27,11 +28,14 @@ async def download(http: aiohttp.ClientSession, url: str) -> bytes:
         return await resp.read()
 
 
-async def test_batch_with_masks_in_s3(sandbox: Any, segflow: Any, s3: S3Bucket, receiver: Receiver, tmp_path: Path) -> None:
+async def test_batch_with_masks_in_s3(
+    sandbox: Any, segflow: Any, s3: S3Bucket, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    hooks: Receiver = request.getfixturevalue("receiver")  # test_callbacks' callback receiver
     sb = await sandbox()
     sf = await segflow(sb.url, **s3.settings, **FAST)
     items = [{"image": sb.sample_url(), "prompt": f"thing {i}"} for i in range(12)]
-    answer = await sf.client.submit(items, callback_url=f"{receiver.url}/hook")
+    answer = await sf.client.submit(items, callback_url=f"{hooks.url}/hook")
     batch_id, job_ids = answer["batch_id"], [j["job_id"] for j in answer["jobs"]]
     summary = await wait_done(sf, batch_id, 60)
     assert summary["counts"]["succeeded"] == 12
@@ -40,8 +44,8 @@ async def test_batch_with_masks_in_s3(sandbox: Any, segflow: Any, s3: S3Bucket, 
     assert report.ok and report.masks_checked == 12, report.violations[:5]
     # … and none on local disk.
     assert not (tmp_path / "artifacts").exists() or not any((tmp_path / "artifacts").rglob("*.png"))
-    await receiver.wait(lambda: len(receiver.ok("/hook")) == 13)
-    succeeded = [r.json["data"] for r in receiver.ok("/hook") if r.json["type"] == "job.succeeded"]
+    await hooks.wait(lambda: len(hooks.ok("/hook")) == 13)
+    succeeded = [r.json["data"] for r in hooks.ok("/hook") if r.json["type"] == "job.succeeded"]
     manifest = await sf.client.manifest(batch_id)
     async with aiohttp.ClientSession() as http:
         for data in succeeded:

@@ -78,7 +78,7 @@ def test_another_deployments_link_is_refused() -> None:
     assert not verify(LinkSigner([NEW], "https://segflow.example", 3600), theirs.mask_url("job-1", 0, now=NOW))
 
 
-@pytest.mark.parametrize("exp", ["", "-1", "1e9", "１８", "9" * 40])
+@pytest.mark.parametrize("exp", ["", "-1", "1e9", "\uff11\uff18", "9" * 40])
 def test_malformed_expiries_are_refused(exp: str) -> None:
     signer = LinkSigner([NEW], "https://segflow.example", 3600)
     _, _, q = parts(signer.mask_url("job-1", 0, now=NOW))
