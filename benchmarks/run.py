@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import flows, ingest
+from benchmarks import flows, ingest, retention
 from benchmarks.machine import describe
 
 HERE = Path(__file__).resolve().parent
@@ -257,7 +257,17 @@ def render(results: dict[str, Any]) -> None:
             f"{r['max']:.{digits}f} | {r['baseline']:.{digits}f} | {r['ratio']:.2f} | {latency} | `{r['command']}` |"
         )
         notes = {
-            k: r[k] for k in ("statements", "wall_s", "cpu_ms_per_job", "stored_p50_ms", "stored_p99_ms") if k in r
+            k: r[k]
+            for k in (
+                "statements",
+                "wall_s",
+                "cpu_ms_per_job",
+                "stored_p50_ms",
+                "stored_p99_ms",
+                "masks_pruned_during_run",
+                "jobs_pruned_during_run",
+            )
+            if k in r
         }
         if notes:
             lines.append("| | " + ", ".join(f"{k} {v:.1f}" for k, v in notes.items()) + " | | | | | | |")
@@ -287,7 +297,11 @@ def main() -> None:
     configure_logging("console", "error")  # in-process rounds (the reconciler's) stay quiet
     runs, duration = (5, 8.0) if args.full else (3, 4.0)
     started = time.time()
-    rows = ingest_rows(runs, duration, args.full) + flow_rows(3 if not args.full else 5, args.full)
+    rows = (
+        ingest_rows(runs, duration, args.full)
+        + retention.rows(runs, duration, args.full, _pg_database, _drop)
+        + flow_rows(3 if not args.full else 5, args.full)
+    )
     write(rows, describe(), profile, time.time() - started)
     print((HERE / "RESULTS.md").read_text())
 

@@ -73,8 +73,11 @@ class LocalArtifactStore:
         return await asyncio.to_thread(self.resolve(key).is_file)
 
     async def delete(self, keys: Sequence[str]) -> None:
-        paths = [self.resolve(k) for k in keys]
-        await asyncio.to_thread(_unlink_all, paths, self.root)
+        await asyncio.to_thread(self._delete, keys)
+
+    def _delete(self, keys: Sequence[str]) -> None:
+        # Resolving a path is filesystem calls too: all of it off the event loop.
+        _unlink_all([self.resolve(k) for k in keys], self.root)
 
     async def list_older(self, prefix: str, cutoff: float) -> list[Listed]:
         return await asyncio.to_thread(self._list_older, prefix.strip("/"), cutoff)

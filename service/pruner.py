@@ -33,6 +33,10 @@ from service.worker_base import Worker
 DAY_S = 86_400.0
 STAGING_MAX_AGE_S = DAY_S
 DELETE_CHUNK = 1000  # keys per object-store delete request (the S3 limit)
+DUTY = 0.2
+"""At most this share of the pruner's time goes to deleting: after a batch that took t seconds it
+pauses 4t (at least SEGFLOW_PRUNE_PAUSE_S), so a backlog of a million rows drains steadily without
+taking the database, the disk or the event loop from the webhooks."""
 
 
 @dataclass
@@ -88,6 +92,7 @@ class Pruning:
         self.artifacts = artifacts
         self.settings = settings
         self.stopping = asyncio.Event()
+        self._started = time.perf_counter()
 
     async def run(self, now: float | None = None) -> PruneReport:
         now = time.time() if now is None else now
@@ -121,6 +126,7 @@ class Pruning:
 
     async def _masks(self, cutoff: float, now: float, report: PruneReport) -> None:
         while not self.stopping.is_set():
+            self._started = time.perf_counter()
             masks = await self.store.expired_masks(cutoff=cutoff, limit=self.settings.prune_batch)
             if not masks:
                 return
@@ -133,6 +139,7 @@ class Pruning:
 
     async def _jobs(self, cutoff: float, now: float, report: PruneReport) -> None:
         while not self.stopping.is_set():
+            self._started = time.perf_counter()
             ids, paths = await self.store.expired_jobs(cutoff=cutoff, limit=self.settings.prune_batch)
             if not ids:
                 break
@@ -143,6 +150,7 @@ class Pruning:
                 break  # the rest are held by another transaction or were retried: next round
             await self._pause()
         while not self.stopping.is_set():
+            self._started = time.perf_counter()
             gone = await self.store.delete_empty_batches(cutoff=cutoff, limit=self.settings.prune_batch, now=now)
             report.batches += gone
             if gone < self.settings.prune_batch:
@@ -151,6 +159,7 @@ class Pruning:
 
     async def _outbox(self, cutoff: float, report: PruneReport) -> None:
         while not self.stopping.is_set():
+            self._started = time.perf_counter()
             gone = await self.store.delete_outbox(cutoff=cutoff, limit=self.settings.prune_batch)
             report.outbox += gone
             if gone < self.settings.prune_batch:
@@ -176,8 +185,10 @@ class Pruning:
 
     async def _pause(self) -> None:
         """Leave the database to the hot path between batches (and stop promptly when asked)."""
+        spent = time.perf_counter() - self._started
+        pause = max(self.settings.prune_pause_s, spent * (1 - DUTY) / DUTY)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.stopping.wait(), self.settings.prune_pause_s)
+            await asyncio.wait_for(self.stopping.wait(), pause)
 
 
 class Pruner(Worker):
