@@ -264,7 +264,6 @@ def render(results: dict[str, Any]) -> None:
                 "cpu_ms_per_job",
                 "stored_p50_ms",
                 "stored_p99_ms",
-                "masks_pruned_during_run",
                 "jobs_pruned_during_run",
             )
             if k in r
@@ -299,7 +298,7 @@ def main() -> None:
     started = time.time()
     rows = (
         ingest_rows(runs, duration, args.full)
-        + retention.rows(runs, duration, args.full, _pg_database, _drop)
+        + retention.rows(runs, duration, args.full)
         + flow_rows(3 if not args.full else 5, args.full)
     )
     write(rows, describe(), profile, time.time() - started)

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 STAGING = ".staging"
 """Prefix of staged (uncommitted) writes; the pruner removes those left behind by a crash."""
 
-_KEY = re.compile(r"^(?!.*(?:^|/)\.\.?(?:/|$))[A-Za-z0-9._/-]{1,512}$")
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f\\]")
 
 
 class ArtifactMissing(Exception):
@@ -98,8 +98,15 @@ class ArtifactBackend(Protocol):
 
 
 def check_key(key: str) -> str:
-    """`key` if it is a safe relative key (no `..`, no absolute path, plain characters)."""
-    if not _KEY.match(key) or key.startswith("/"):
+    """`key` if it is a safe relative key: not absolute, no empty, `.` or `..` segment, no control
+    character or backslash, at most 1024 bytes (the S3 limit)."""
+    segments = key.split("/")
+    if (
+        not key
+        or len(key.encode()) > 1024
+        or _UNSAFE.search(key)
+        or any(seg in ("", ".", "..") for seg in segments)
+    ):
         raise ValueError(f"invalid artifact key {key[:80]!r}")
     return key
 

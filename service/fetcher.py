@@ -7,7 +7,7 @@ import asyncio
 import time
 from urllib.parse import urlsplit
 
-from service.artifacts import ArtifactCorrupt, mask_key, one_chunk
+from service.artifacts import ArtifactCorrupt, ArtifactUnavailable, mask_key, one_chunk
 from service.backoff import Backoff
 from service.completion import record
 from service.context import Services
@@ -96,7 +96,10 @@ class Fetcher(Worker):
         if not got:
             await self._later(job, "no output URLs yet")
             return
-        await self._store(job, urls, got)
+        try:
+            await self._store(job, urls, got)
+        except (ArtifactUnavailable, ArtifactCorrupt, OSError) as exc:  # storage down or full: retry later
+            await self._later(job, f"storing the mask: {exc}")
 
     async def _download_all(self, urls: tuple[str, ...]) -> list[Downloaded]:
         return list(await asyncio.gather(*(download_image(self.http.get(), u, self.policy) for u in urls)))
