@@ -33,10 +33,11 @@ from service.worker_base import Worker
 DAY_S = 86_400.0
 STAGING_MAX_AGE_S = DAY_S
 DELETE_CHUNK = 1000  # keys per object-store delete request (the S3 limit)
-DUTY = 0.2
+DUTY = 0.1
 """At most this share of the pruner's time goes to deleting: after a batch that took t seconds it
-pauses 4t (at least SEGFLOW_PRUNE_PAUSE_S), so a backlog of a million rows drains steadily without
-taking the database, the disk or the event loop from the webhooks."""
+pauses 9t (at least SEGFLOW_PRUNE_PAUSE_S), so a backlog of a million rows drains steadily (a few
+hundred jobs a second) without taking the database writer, the disk or the event loop from the
+webhooks (benchmarks/retention.py)."""
 
 
 @dataclass

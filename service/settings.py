@@ -96,7 +96,7 @@ class Settings:
     retention_jobs_days: float = _opt("retention", "jobs_days", 90.0)
     retention_outbox_days: float = _opt("retention", "outbox_days", 30.0)
     prune_interval_s: float = _opt("retention", "interval_s", 600.0)
-    prune_batch: int = _opt("retention", "batch", 500)
+    prune_batch: int = _opt("retention", "batch", 200)
     prune_pause_s: float = _opt("retention", "pause_s", 0.05)
     # [security]: secrets, environment only
     webhook_keys: tuple[str, ...] = _opt("security", "webhook_keys", (), secret=True)

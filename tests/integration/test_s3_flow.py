@@ -17,9 +17,10 @@ import pytest
 from service.api.manifest import COLUMNS
 from service.invariants import check_run
 from tests.fixtures.s3 import S3Bucket
+from tests.fixtures.sandbox import wait_until
 from tests.fixtures.segflow import TENANT_KEYS
 from tests.integration.test_callbacks import FAST, Receiver, receiver  # noqa: F401 - the fixture
-from tests.integration.test_flow import sandbox_tasks, wait_done
+from tests.integration.test_flow import sandbox_tasks, submit, wait_done
 
 
 async def download(http: aiohttp.ClientSession, url: str) -> bytes:
@@ -66,3 +67,24 @@ async def test_batch_with_masks_in_s3(
     first = manifest[0]
     assert by_id[first["job_id"]]["mask_sha256"] == first["mask_sha256"]
     assert orjson.loads(by_id[first["job_id"]]["price_usd"]) == first["price_usd"]
+
+
+async def test_masks_wait_out_a_storage_outage_and_are_stored_once_it_ends(
+    sandbox: Any, segflow: Any, s3: S3Bucket
+) -> None:
+    missing = S3Bucket(s3.endpoint, f"{s3.bucket}-later")  # no such bucket yet: every write fails
+    sb = await sandbox()
+    sf = await segflow(sb.url, **missing.settings)
+    batch_id, job_ids = await submit(sf, sb, 3)
+
+    async def waiting_on_storage() -> bool:
+        jobs = [await sf.store.get_job(j) for j in job_ids]
+        return all(j.state.value == "fetching" and "storing the mask" in (j.error_message or "") for j in jobs)
+
+    await wait_until(waiting_on_storage, timeout_s=30)
+    async with aiohttp.ClientSession() as http, http.put(f"{s3.endpoint}/{missing.bucket}") as resp:
+        assert resp.status == 200  # the storage is back
+    summary = await wait_done(sf, batch_id, 60)
+    assert summary["counts"]["succeeded"] == 3
+    report = await check_run(sf.store, sf.services.artifacts, job_ids, await sandbox_tasks(sb))
+    assert report.ok and report.masks_checked == 3, report.violations[:5]
