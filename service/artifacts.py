@@ -101,12 +101,7 @@ def check_key(key: str) -> str:
     """`key` if it is a safe relative key: not absolute, no empty, `.` or `..` segment, no control
     character or backslash, at most 1024 bytes (the S3 limit)."""
     segments = key.split("/")
-    if (
-        not key
-        or len(key.encode()) > 1024
-        or _UNSAFE.search(key)
-        or any(seg in ("", ".", "..") for seg in segments)
-    ):
+    if not key or len(key.encode()) > 1024 or _UNSAFE.search(key) or any(seg in ("", ".", "..") for seg in segments):
         raise ValueError(f"invalid artifact key {key[:80]!r}")
     return key
 

@@ -45,9 +45,10 @@ SINGLE_PUT_BYTES = 5 * 1024 * 1024
 
 
 @contextlib.contextmanager
-def _translated(source: Hashing | None = None) -> Iterator[None]:
+def _translated(source: Hashing | None = None, *, writing: bool = False) -> Iterator[None]:
     """obstore's errors as the backend interface's: missing, or unavailable (retry later). An
-    error of the stream being uploaded is the caller's own and goes through unchanged."""
+    error of the stream being uploaded is the caller's own and goes through unchanged; "not found"
+    while writing means the bucket is missing, which is the storage's fault, not the object's."""
     try:
         yield
     except (ArtifactTooLarge, ArtifactCorrupt, ArtifactMissing):
@@ -55,9 +56,9 @@ def _translated(source: Hashing | None = None) -> Iterator[None]:
     except Exception as exc:
         if source is not None and exc is source.failure:
             raise
-        if isinstance(exc, FileNotFoundError):
+        if isinstance(exc, FileNotFoundError) and not writing:
             raise ArtifactMissing(str(exc).split(":", 1)[0]) from None
-        if isinstance(exc, obstore.exceptions.BaseError | OSError):
+        if isinstance(exc, obstore.exceptions.BaseError | OSError):  # FileNotFoundError is an OSError
             # The first line names the operation and the object; the rest is the server's debug dump.
             raise ArtifactUnavailable(str(exc).splitlines()[0][:300]) from None
         raise
@@ -85,19 +86,19 @@ class S3ArtifactStore:
 
     async def write(self, key: str, chunks: AsyncIterable[bytes], *, max_bytes: int, content_type: str) -> Stored:
         hashing = Hashing(chunks, max_bytes)
-        with _translated(hashing):
+        with _translated(hashing, writing=True):
             await self._put(check_key(key), hashing, content_type)
         return Stored(key, hashing.sha256.hexdigest(), hashing.size)
 
     async def stage(self, chunks: AsyncIterable[bytes], *, max_bytes: int) -> Staged:
         temp_key = f"{STAGING}/{secrets.token_hex(16)}"
         hashing = Hashing(chunks, max_bytes)
-        with _translated(hashing):
+        with _translated(hashing, writing=True):
             await self._put(temp_key, hashing, "application/octet-stream")
         return Staged(temp_key, hashing.sha256.hexdigest(), hashing.size, hashing.head)
 
     async def commit(self, staged: Staged, key: str, *, content_type: str) -> Stored:
-        with _translated():
+        with _translated(writing=True):
             # A server-side copy is atomic like a PUT; the staged object goes afterwards.
             await obstore.copy_async(self._store, staged.temp_key, check_key(key))
             await obstore.delete_async(self._store, staged.temp_key)

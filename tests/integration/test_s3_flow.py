@@ -12,7 +12,6 @@ from typing import Any
 
 import aiohttp
 import orjson
-import pytest
 
 from service.api.manifest import COLUMNS
 from service.invariants import check_run
@@ -30,9 +29,13 @@ async def download(http: aiohttp.ClientSession, url: str) -> bytes:
 
 
 async def test_batch_with_masks_in_s3(
-    sandbox: Any, segflow: Any, s3: S3Bucket, tmp_path: Path, request: pytest.FixtureRequest
+    sandbox: Any,
+    segflow: Any,
+    s3: S3Bucket,
+    tmp_path: Path,
+    receiver: Receiver,  # noqa: F811 - test_callbacks' fixture, imported above
 ) -> None:
-    hooks: Receiver = request.getfixturevalue("receiver")  # test_callbacks' callback receiver
+    hooks = receiver
     sb = await sandbox()
     sf = await segflow(sb.url, **s3.settings, **FAST)
     items = [{"image": sb.sample_url(), "prompt": f"thing {i}"} for i in range(12)]
