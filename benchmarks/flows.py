@@ -224,10 +224,10 @@ async def _bare_loop(sandbox_url: str, image: str, n: int, port: int) -> float:
 def seed_jobs(db: Path, total: int, overdue: int, in_flight: int = 0) -> None:
     """`total` jobs: `overdue` submitted and due now, `in_flight` submitted and due later, the rest
     succeeded. Written with plain SQL for speed, after segflow's own migrations."""
-    from service.store.sqlite import SqliteStore
+    from service.store import open_store_for
 
     async def migrate() -> None:
-        store = SqliteStore(db)
+        store = open_store_for(f"sqlite:///{db}")
         await store.open()
         await store.close()
 
@@ -277,6 +277,7 @@ def reconcile_round(work: Path, total: int, overdue: int = 1000) -> tuple[float,
             webhook_keys=(KEY,),
             upstream_url=sandbox_url,
             upstream_api_key="sandbox-key",
+            upstream_is_sandbox=True,
             reconcile_batch=overdue,
             reconcile_concurrency=32,
             artifact_dir=str(work / "art"),

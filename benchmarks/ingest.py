@@ -120,9 +120,13 @@ def bare_app() -> Any:
 async def serve(kind: str, port: int, database_url: str) -> None:
     import uvicorn
 
+    services = None
     if kind == "bare":
         app = bare_app()
-        services = None
+    elif kind == "peer":
+        from benchmarks.peer import peer_app
+
+        app = peer_app(database_url, KEY)
     else:
         from service.app import create_app
         from service.context import open_services
@@ -134,6 +138,7 @@ async def serve(kind: str, port: int, database_url: str) -> None:
             database_url=database_url,
             webhook_keys=(KEY,),
             upstream_url="http://127.0.0.1:9",
+            upstream_api_key="bench-upstream-key-0123456789",
             artifact_dir=str(Path(database_url.removeprefix("sqlite:///")).parent / "artifacts")
             if database_url.startswith("sqlite")
             else "/tmp/segflow-bench-artifacts",
@@ -243,7 +248,7 @@ def measure(
     needed = int(max(4000, (rate or 20000) * duration_s * 1.3))
     pairs = (
         asyncio.run(prepare(database_url, needed))
-        if kind == "segflow"
+        if kind != "bare"
         else [(str(uuid.uuid4()), str(uuid.uuid4())) for _ in range(needed)]
     )
     requests = requests_for(pairs)
@@ -293,7 +298,7 @@ def measure(
         "p50_ms": statistics.median(r["p50_ms"] for r in results),
         "p99_ms": max(r["p99_ms"] for r in results),
     }
-    if kind == "segflow":
+    if kind != "bare":
         out["moved"] = asyncio.run(_count_fetching(database_url))
     return out
 
@@ -313,7 +318,7 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("serve")
-    s.add_argument("kind", choices=["segflow", "bare"])
+    s.add_argument("kind", choices=["segflow", "bare", "peer"])
     s.add_argument("port", type=int)
     s.add_argument("database_url")
     g = sub.add_parser("generate")

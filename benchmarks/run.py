@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import flows, ingest, retention
+from benchmarks import flows, ingest, retention, webhook_cost
 from benchmarks.machine import describe
 
 HERE = Path(__file__).resolve().parent
@@ -57,7 +57,7 @@ def make_target(full: bool) -> str:
 
 def ingest_rows(runs: int, duration_s: float, full: bool) -> list[dict[str, Any]]:
     """Max rate of each variant (median of `runs`), then latency at half of that rate."""
-    variants = ["bare", "sqlite", "postgres"]
+    variants = list(INGEST_VARIANTS)
     maxima: dict[str, list[float]] = {v: [] for v in variants}
     detail: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
     skipped: dict[str, str] = {}
@@ -77,16 +77,20 @@ def ingest_rows(runs: int, duration_s: float, full: bool) -> list[dict[str, Any]
         if variant in skipped:
             rows.append({"benchmark": f"webhook ingest: {variant}", "not_run": skipped[variant]})
             continue
-        half = _one(variant, duration_s, rate=statistics.median(maxima[variant]) / 2)
+        rps = statistics.median(maxima[variant])
+        half = _one(variant, duration_s, rate=rps / 2)
         assert not isinstance(half, str)
+        kind, database = INGEST_VARIANTS[variant]
+        peer = f"peer-{database}"
+        vs_peer = {} if kind != "segflow" or not maxima[peer] else {"vs_peer": rps / statistics.median(maxima[peer])}
         rows.append(
             {
-                "benchmark": "webhook ingest: "
-                + ("bare endpoint (baseline)" if variant == "bare" else f"segflow, {variant}"),
+                "benchmark": "webhook ingest: " + INGEST_LABELS[kind].format(database),
                 "unit": "req/s",
                 **spread(maxima[variant]),
                 "baseline": base,
-                "ratio": statistics.median(maxima[variant]) / base,
+                "ratio": rps / base,
+                **vs_peer,
                 "errors": sum(d["errors"] for d in detail[variant]),
                 "durable_writes_checked": [d.get("moved") for d in detail[variant]],
                 "p50_ms_at_half_rate": half["p50_ms"],
@@ -97,22 +101,36 @@ def ingest_rows(runs: int, duration_s: float, full: bool) -> list[dict[str, Any]
     return rows
 
 
+INGEST_VARIANTS = {
+    "bare": ("bare", "sqlite"),
+    "sqlite": ("segflow", "sqlite"),
+    "postgres": ("segflow", "postgres"),
+    "peer-sqlite": ("peer", "sqlite"),
+    "peer-postgres": ("peer", "postgres"),
+}
+INGEST_LABELS = {
+    "bare": "bare endpoint (baseline)",
+    "segflow": "segflow, {}",
+    "peer": "FastAPI + pydantic + SQLAlchemy ORM, commit per request, {} (baseline 2)",
+}
+
+
 def _one(variant: str, duration_s: float, rate: float) -> dict[str, Any] | str:
+    kind, database = INGEST_VARIANTS[variant]
     with tempfile.TemporaryDirectory(prefix="segflow-bench-") as tmp:
         work = Path(tmp)
-        if variant == "postgres":
+        if database == "postgres":
             made = asyncio.run(_pg_database())
             if made is None:
                 return f"PostgreSQL not reachable at {DSN}"
             url, name = made
             try:
                 return _checked(
-                    ingest.measure("segflow", url, work, duration_s=duration_s, concurrency=64, generators=2, rate=rate)
+                    ingest.measure(kind, url, work, duration_s=duration_s, concurrency=64, generators=2, rate=rate)
                 )
             finally:
                 asyncio.run(_drop(name))
         url = f"sqlite:///{work / 'bench.db'}"
-        kind = "bare" if variant == "bare" else "segflow"
         return _checked(ingest.measure(kind, url, work, duration_s=duration_s, concurrency=64, generators=2, rate=rate))
 
 
@@ -259,6 +277,7 @@ def render(results: dict[str, Any]) -> None:
         notes = {
             k: r[k]
             for k in (
+                "vs_peer",
                 "statements",
                 "wall_s",
                 "cpu_ms_per_job",
@@ -296,11 +315,9 @@ def main() -> None:
     configure_logging("console", "error")  # in-process rounds (the reconciler's) stay quiet
     runs, duration = (5, 8.0) if args.full else (3, 4.0)
     started = time.time()
-    rows = (
-        ingest_rows(runs, duration, args.full)
-        + retention.rows(runs, duration, args.full)
-        + flow_rows(3 if not args.full else 5, args.full)
-    )
+    rows = ingest_rows(runs, duration, args.full) + flow_rows(3 if not args.full else 5, args.full)
+    rows += webhook_cost.rows(args.full)
+    rows += retention.rows(runs, duration, args.full)
     write(rows, describe(), profile, time.time() - started)
     print((HERE / "RESULTS.md").read_text())
 

@@ -8,7 +8,9 @@ from collections.abc import AsyncIterator, Sequence
 from starlette.applications import Starlette
 from starlette.routing import Route
 
+from service.access_log import AccessLog
 from service.api import api_routes, exception_handlers
+from service.api.routes import metrics_route
 from service.console import console_routes
 from service.context import Services
 from service.webhooks import receive_webhook
@@ -28,10 +30,29 @@ def create_app(services: Services, *, roles: Sequence[str] = ()) -> Starlette:
             await running.stop()
 
     routes = [
-        Route("/webhooks/qubico/{job_id}", receive_webhook, methods=["POST"]),
-        *api_routes(),
+        Route("/webhooks/qubico/{job_id}/{attempt}", receive_webhook, methods=["POST"]),
+        Route("/webhooks/qubico/{job_id}", receive_webhook, methods=["POST"]),  # before attempts were in it
+        # With SEGFLOW_METRICS_PORT, /metrics is on its own listener (metrics_app), not here.
+        *api_routes(metrics=not services.settings.metrics_port),
         *console_routes(),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=exception_handlers())
+    return _observed(Starlette(routes=routes, lifespan=lifespan, exception_handlers=exception_handlers()), services)
+
+
+def metrics_app(services: Services) -> Starlette:
+    """/metrics alone, for the listener on SEGFLOW_METRICS_PORT (HTTP and worker processes alike)."""
+    return _observed(Starlette(routes=[metrics_route()]), services)
+
+
+def _observed(app: Starlette, services: Services) -> Starlette:
+    """Access log and HTTP metrics inside, tracing's server spans (when on) outermost."""
+    # Starlette's trailing-slash redirect builds its Location from the Host header, which anyone
+    # may set: a path that differs by a slash is a 404 like any other unknown path.
+    app.router.redirect_slashes = False
+    s = services.settings
+    # Decided once: below the configured level the event would be dropped, so skip building it.
+    log_requests = s.access_log and s.log_level.lower() in ("debug", "info")
+    app.add_middleware(AccessLog, metrics=services.metrics, log_requests=log_requests)
+    services.tracing.instrument_app(app)
     app.state.services = services
     return app

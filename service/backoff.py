@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class Backoff:
-    """Exponential backoff with full jitter in [delay/2, delay], capped at `max_s`."""
+    """Exponential backoff with equal jitter (uniform in [delay/2, delay]), capped at `max_s`."""
 
     base_s: float
     max_s: float

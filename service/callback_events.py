@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
+from service.jobs import ArtifactRow, JobRow, OutboxEvent
 from service.states import State
-from service.store.base import ArtifactRow, JobRow
 
 JOB_EVENT_TYPES: Mapping[State, str] = {
     State.SUCCEEDED: "job.succeeded",
@@ -24,23 +23,15 @@ BATCH_COMPLETED = "batch.completed"
 EVENT_TYPES: tuple[str, ...] = (*JOB_EVENT_TYPES.values(), BATCH_COMPLETED)
 
 
-@dataclass(frozen=True, slots=True)
-class OutboxEvent:
-    id: str
-    tenant: str
-    type: str
-    batch_id: str
-    job_id: str | None
-    payload: str  # the exact JSON body every delivery of this event sends
-    created_at: float
-
-
-def _iso(ts: float | None) -> str | None:
-    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+def rfc3339(ts: float | None) -> str | None:
+    """A unix time as RFC 3339 UTC with milliseconds, as every time segflow shows is written."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _body(event_id: str, kind: str, now: float, data: Mapping[str, Any]) -> str:
-    return orjson.dumps({"id": event_id, "type": kind, "timestamp": _iso(now), "data": data}).decode()
+    return orjson.dumps({"id": event_id, "type": kind, "timestamp": rfc3339(now), "data": data}).decode()
 
 
 def job_event(job: JobRow, artifacts: Sequence[ArtifactRow], now: float) -> OutboxEvent | None:
@@ -69,13 +60,19 @@ def job_event(job: JobRow, artifacts: Sequence[ArtifactRow], now: float) -> Outb
             "url": f"/v1/jobs/{job.id}/mask",
         },
         "price_usd": job.price_usd,
-        "finished_at": _iso(job.finished_at or now),
+        "finished_at": rfc3339(job.finished_at or now),
     }
-    return OutboxEvent(event_id, job.tenant, kind, job.batch_id, job.id, _body(event_id, kind, now, data), now)
+    body = _body(event_id, kind, now, data)
+    return OutboxEvent(event_id, job.tenant, kind, job.batch_id, job.id, body, now, job.trace_context)
 
 
 def batch_completed_event(
-    tenant: str, batch_id: str, counts: Mapping[str, int], spend_usd: float, now: float
+    tenant: str,
+    batch_id: str,
+    counts: Mapping[str, int],
+    spend_usd: float,
+    now: float,
+    trace_context: str | None = None,
 ) -> OutboxEvent:
     """The event for a batch whose every job is final. Its id is derived from the batch, so a
     second attempt to write it (another replica, a replay of the last change) is a no-op."""
@@ -86,6 +83,5 @@ def batch_completed_event(
         "counts": dict(counts),
         "spend_usd": round(spend_usd, 6),
     }
-    return OutboxEvent(
-        event_id, tenant, BATCH_COMPLETED, batch_id, None, _body(event_id, BATCH_COMPLETED, now, data), now
-    )
+    body = _body(event_id, BATCH_COMPLETED, now, data)
+    return OutboxEvent(event_id, tenant, BATCH_COMPLETED, batch_id, None, body, now, trace_context)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
 import mimetypes
 import os
@@ -27,7 +28,8 @@ def _logging(settings: Settings) -> None:
     configure_logging(
         settings.log_format,
         settings.log_level,
-        secrets=[*settings.webhook_keys, *settings.api_keys, settings.upstream_api_key],
+        # API keys are configured as tenant:key; the key alone is what could reach a log line.
+        secrets=[*settings.webhook_keys, *(p.partition(":")[2] for p in settings.api_keys), settings.upstream_api_key],
     )
 
 
@@ -35,27 +37,38 @@ def _logging(settings: Settings) -> None:
 
 
 async def _serve(settings: Settings, roles: Sequence[str]) -> int:
+    import signal
+
     import uvicorn
 
     from service.app import create_app
     from service.context import open_services
+    from service.serving import server_config
 
     services = await open_services(settings)
     try:
         app = create_app(services, roles=roles)
-        config = uvicorn.Config(
-            app,
-            host=settings.host,
-            port=settings.port,
-            access_log=False,
-            log_config=None,
-            lifespan="on",
-            timeout_graceful_shutdown=10,
-        )
-        await uvicorn.Server(config).serve()
+        config = server_config(app, settings, host=settings.host, port=settings.port, timeout_graceful_shutdown=10)
+        # uvicorn re-raises SIGTERM once it has shut down; with the default handler that killed the
+        # process before the finally below (no store close, buffered spans lost). A no-op handler
+        # lets the stop finish cleanly: exit 0.
+        signal.signal(signal.SIGTERM, lambda _sig, _frame: None)
+        async with _metrics_listener(services):
+            await uvicorn.Server(config).serve()
     finally:
         await services.close()
     return 0
+
+
+def _metrics_listener(services: Any) -> contextlib.AbstractAsyncContextManager[object]:
+    """/metrics on SEGFLOW_METRICS_PORT while the block runs (nothing when the port is 0)."""
+    from service.app import metrics_app
+    from service.serving import bind_socket, serve_in_loop
+
+    s = services.settings
+    if not s.metrics_port:
+        return contextlib.nullcontext()
+    return serve_in_loop(metrics_app(services), sock=bind_socket(s.metrics_host or s.host, s.metrics_port))
 
 
 async def _worker(settings: Settings, roles: Sequence[str]) -> int:
@@ -72,7 +85,8 @@ async def _worker(settings: Settings, roles: Sequence[str]) -> int:
         loop.add_signal_handler(sig, stop.set)
     await running.start()
     try:
-        await stop.wait()
+        async with _metrics_listener(services):
+            await stop.wait()
     finally:
         await running.stop()
         await services.close()

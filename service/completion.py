@@ -6,17 +6,18 @@ both call `apply_snapshot`, which runs `decide_snapshot` inside the store's writ
 
 from __future__ import annotations
 
-import random
 import time
 from dataclasses import dataclass
 
+from service.backoff import Backoff
+from service.changes import apply
 from service.context import Services
-from service.states import Event, State
-from service.store.base import Change, DecideFn, JobRow, Outcome, TaskRow, TaskUpsert
-from service.upstream.wire import TaskSnapshot, TaskStatus
-from service.wakeup import Topic
+from service.jobs import Change, DecideFn, JobRow, Outcome, TaskRow, TaskUpsert
+from service.states import IN_FLIGHT, Event, State
+from service.upstream.wire import FailureKind, TaskSnapshot, TaskStatus
 
-_AWAITING = (State.SUBMITTING, State.UNKNOWN, State.SUBMITTED)
+CANCEL_REQUESTED = "cancel_requested"
+"""error_code of a submitted job whose upstream cancel the API is asking for (see job_actions)."""
 
 
 class SnapshotRefused(Exception):
@@ -31,6 +32,12 @@ class SnapshotPolicy:
     poll_after_s: float
     retry_base_s: float
     retry_max_s: float
+    staged_poll_after_s: float = 120.0
+
+    def next_poll_s(self, status: TaskStatus) -> float:
+        """When to look again at a task in `status`: a staged task waits for a slot in the provider's
+        queue, so polling it as often as a running one only spends requests."""
+        return self.staged_poll_after_s if status is TaskStatus.STAGED else self.poll_after_s
 
 
 def decide_snapshot(
@@ -52,7 +59,7 @@ def decide_snapshot(
         upsert = TaskUpsert(snap.task_id, task_attempt, origin, snap.status.value)
         detail = {"task_id": snap.task_id, "status": snap.raw_status, "attempt": task_attempt}
         adopt = {"task_id": snap.task_id} if current and job.task_id is None else {}
-        if job.state not in _AWAITING:
+        if job.state not in IN_FLIGHT:
             # Stale or duplicate: only a task we never heard of is worth writing down (it was paid).
             return Change(None, source, task=upsert, note="task_recorded", detail=detail) if task is None else None
         if snap.status is TaskStatus.COMPLETED:
@@ -63,10 +70,6 @@ def decide_snapshot(
                     **adopt,
                     "output_urls": snap.output_urls,
                     "completed_at": now,
-                    "lease_owner": None,
-                    "lease_until": 0.0,
-                    "next_check_at": None,
-                    "unknown_since": None,
                 },
                 task=upsert,
                 detail=detail,
@@ -75,18 +78,22 @@ def decide_snapshot(
             return Change(None, source, task=upsert, note="task_recorded", detail=detail) if task is None else None
         if snap.status is TaskStatus.FAILED:
             return _failure(job, snap, policy, now, source, upsert, detail, adopt)
+        if snap.status is TaskStatus.CANCELLED:
+            return _cancelled(job, source, upsert, detail, adopt)
         if job.state is State.SUBMITTED:
-            return None  # progress on a job already known to be submitted: nothing new
+            # Progress on a job already known to be submitted: nothing new, unless its task has left
+            # `staged` (polled slowly) and should now be polled on the running schedule.
+            sooner = now + policy.next_poll_s(snap.status)
+            if job.next_check_at is None or job.next_check_at <= sooner:
+                return None
+            return Change(None, source, set={"next_check_at": sooner}, task=upsert, detail=detail)
         return Change(
             Event.PROGRESS,
             source,
             set={
                 **adopt,
                 "submitted_at": job.submitted_at or now,
-                "next_check_at": now + policy.poll_after_s,
-                "unknown_since": None,
-                "lease_owner": None,
-                "lease_until": None,
+                "next_check_at": now + policy.next_poll_s(snap.status),
             },
             task=upsert,
             detail=detail,
@@ -113,6 +120,24 @@ def _origin(job: JobRow, current: bool) -> str:
     return "adopted" if job.state is State.UNKNOWN else "created"
 
 
+def _cancelled(
+    job: JobRow, source: str, upsert: TaskUpsert, detail: dict[str, object], adopt: dict[str, str]
+) -> Change:
+    """The job's current task was cancelled upstream. If segflow asked for it (the API's cancel
+    marks the job first) the job ends cancelled; otherwise someone else did (the provider's
+    dashboard, a bulk cancel): the job fails, and is not sent again on its own, since that was
+    done on purpose; the client may retry it."""
+    if job.error_code == CANCEL_REQUESTED:
+        return Change(Event.CANCEL, source, set={**adopt, "error_code": None}, task=upsert, detail=detail)
+    return Change(
+        Event.FAILED_FINAL,
+        source,
+        set={**adopt, "error_code": "upstream_cancelled", "error_message": "the task was cancelled upstream"},
+        task=upsert,
+        detail=detail,
+    )
+
+
 def _failure(
     job: JobRow,
     snap: TaskSnapshot,
@@ -127,7 +152,8 @@ def _failure(
     the job hears of its task (an ambiguous create, or a webhook racing the create's answer), so the
     failed job names its task whatever order the snapshots came in."""
     message = (snap.error.message or snap.error.raw_message) if snap.error else "failed upstream"
-    if snap.failure_is_retryable:
+    kind = snap.failure_kind
+    if kind is FailureKind.RETRYABLE:
         if job.attempt < policy.max_attempts:
             delay = retry_delay(job.attempt, policy)
             return Change(
@@ -135,12 +161,7 @@ def _failure(
                 source,
                 set={
                     "attempt": job.attempt + 1,
-                    "task_id": None,
                     "not_before": now + delay,
-                    "next_check_at": None,
-                    "unknown_since": None,
-                    "lease_owner": None,
-                    "lease_until": None,
                     "error_code": "upstream_rate_limited",
                     "error_message": message,
                 },
@@ -154,10 +175,13 @@ def _failure(
             task=upsert,
             detail=detail,
         )
+    # A permanent input error (the image cannot be used) is never sent again automatically; the
+    # code tells the client to fix the input rather than retry.
+    code = "invalid_image" if kind is FailureKind.INPUT else "upstream_failed"
     return Change(
         Event.FAILED_FINAL,
         source,
-        set={**adopt, "error_code": "upstream_failed", "error_message": message},
+        set={**adopt, "error_code": code, "error_message": message[:500]},
         task=upsert,
         detail=detail,
     )
@@ -165,13 +189,14 @@ def _failure(
 
 def retry_delay(attempt: int, policy: SnapshotPolicy) -> float:
     """Backoff before attempt `attempt + 1` after a retryable failure, with jitter."""
-    ceiling = min(policy.retry_max_s, policy.retry_base_s * 2.0 ** max(0, attempt - 1))
-    return ceiling / 2 + random.random() * ceiling / 2
+    return Backoff(policy.retry_base_s, policy.retry_max_s).delay(attempt - 1)
 
 
 def policy_of(services: Services) -> SnapshotPolicy:
     s = services.settings
-    return SnapshotPolicy(s.max_attempts, s.poll_after_s, s.submit_backoff_base_s, s.submit_backoff_max_s)
+    return SnapshotPolicy(
+        s.max_attempts, s.poll_after_s, s.submit_backoff_base_s, s.submit_backoff_max_s, s.staged_poll_after_s
+    )
 
 
 async def apply_snapshot(
@@ -195,21 +220,4 @@ async def apply_snapshot(
         def decide(job: JobRow | None, task: TaskRow | None) -> Change | None:
             return first(job, task) or otherwise(job, task)
 
-    outcome = await services.store.transition(job_id, decide, task_id=snap.task_id)
-    if outcome.applied and outcome.after is not None:
-        record(services, outcome, source)
-    return outcome
-
-
-def record(services: Services, outcome: Outcome, source: str) -> None:
-    """Metrics and wake-ups that follow an applied change."""
-    if not outcome.state_changed or outcome.after is None or outcome.before is None:
-        return
-    after = outcome.after.state
-    services.metrics.transitions.labels(event=after.value, source=source).inc()
-    if after is State.FETCHING:
-        services.wakeup.notify(Topic.FETCH)
-    elif after is State.QUEUED:
-        services.wakeup.notify(Topic.SUBMIT)
-    elif after.is_terminal:
-        services.wakeup.notify(Topic.DELIVER)  # its event is in the outbox
+    return await apply(services, job_id, decide, source=source, task_id=snap.task_id)

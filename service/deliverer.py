@@ -14,9 +14,9 @@ import time
 import aiohttp
 
 from service.context import Services
+from service.jobs import AttemptResult, ClaimedDelivery
 from service.links import with_download_link
-from service.store.base import AttemptResult, ClaimedDelivery
-from service.urlguard import GuardedSession, UrlRefused, check_url
+from service.urlguard import GuardedSession, UrlRefused, callback_policy
 from service.wakeup import Topic
 from service.worker_base import Worker
 
@@ -49,9 +49,12 @@ class Deliverer(Worker):
     def __init__(self, services: Services) -> None:
         super().__init__(services)
         self.owner = f"{services.instance_id}:deliverer"
-        self.dev = services.settings.allow_private_image_urls
+        self.policy = callback_policy(services.settings)
         self.rng = random.Random()
-        self.http = GuardedSession(self.dev, limit=256)
+        # A callback URL may itself be a capability (hooks.example/catch/<token>): spans keep its origin only.
+        self.http = GuardedSession(
+            self.policy.allow_private, limit=256, trace_configs=services.tracing.client_trace_configs(origin_only=True)
+        )
 
     @property
     def interval(self) -> float:
@@ -75,7 +78,20 @@ class Deliverer(Worker):
 
     async def deliver(self, item: ClaimedDelivery) -> None:
         d = item.delivery
-        status, error, duration_ms = await self._post(item)
+        attributes = {
+            "segflow.event.id": d.event_id,
+            "segflow.callback.target": d.target,
+            "segflow.tenant": item.tenant,
+        }
+        with self.services.tracing.job_span("segflow.callback", item.trace_context, attributes) as span:
+            status, error, duration_ms = await self._post(item)  # the POST carries `traceparent`
+            span.set_attribute("segflow.callback.attempt", d.attempts + 1)
+            if status is not None:
+                span.set_attribute("http.response.status_code", status)
+        await self._finish(item, status, error, duration_ms)
+
+    async def _finish(self, item: ClaimedDelivery, status: int | None, error: str | None, duration_ms: float) -> None:
+        d = item.delivery
         attempts = d.attempts + 1
         now = time.time()
         outcome, next_at = outcome_of(status, attempts, self.services.settings.callback_retry_schedule_s, now, self.rng)
@@ -101,7 +117,7 @@ class Deliverer(Worker):
         body = with_download_link(item.payload, self.services.links).encode()
         started = time.perf_counter()
         try:
-            check_url(d.url, allowed_hosts=None, allow_private=self.dev, https_only=not self.dev)
+            self.policy.check(d.url)  # again at send time: the URL was stored under older rules, perhaps
         except UrlRefused as exc:
             return None, f"refused: {exc}", 0.0
         headers = self.services.signer.headers(d.signer, d.event_id, int(time.time()), body, asymmetric=d.asymmetric)

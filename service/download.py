@@ -6,14 +6,13 @@ import asyncio
 import hashlib
 import io
 from dataclasses import dataclass
-from urllib.parse import urljoin
 
 import aiohttp
 from PIL import Image
+from yarl import URL
 
-from service.urlguard import UrlRefused, check_url
+from service.urlguard import UrlPolicy, UrlRefused
 
-_MAX_REDIRECTS = 3
 _MAX_PIXELS = 3072 * 3072 * 4
 
 
@@ -44,26 +43,27 @@ class Downloaded:
 
 @dataclass(frozen=True, slots=True)
 class DownloadPolicy:
-    allowed_hosts: frozenset[str] | None
-    allow_private: bool
+    urls: UrlPolicy
+    """Applied to the output URL and to every redirect hop, before each request."""
     max_bytes: int
     timeout_s: float
+    max_redirects: int = 3
+
+
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
 async def download_image(session: aiohttp.ClientSession, url: str, policy: DownloadPolicy) -> Downloaded:
-    """Fetch `url` (following at most 3 redirects, each re-checked) and validate it as an image."""
+    """Fetch `url`, following at most `max_redirects` redirects, each hop checked again by the URL
+    policy (host list included) before it is requested, and validate what comes back as an image."""
     timeout = aiohttp.ClientTimeout(total=policy.timeout_s)
     try:
-        for _ in range(_MAX_REDIRECTS + 1):
-            check_url(
-                url,
-                allowed_hosts=policy.allowed_hosts,
-                allow_private=policy.allow_private,
-                https_only=not policy.allow_private,
-            )
-            async with session.get(url, allow_redirects=False, timeout=timeout) as resp:
-                if resp.status in (301, 302, 303, 307, 308) and "location" in resp.headers:
-                    url = urljoin(url, resp.headers["location"])
+        for _ in range(policy.max_redirects + 1):
+            target = policy.urls.check(url)
+            # The parsed URL goes to the client as is (encoded): what was checked is what is fetched.
+            async with session.get(target, allow_redirects=False, timeout=timeout) as resp:
+                if resp.status in _REDIRECTS and "location" in resp.headers:
+                    url = str(target.join(URL(resp.headers["location"])))
                     continue
                 if resp.status in (403, 404, 410):
                     raise DownloadGone(f"output answered {resp.status}")
@@ -80,7 +80,7 @@ async def download_image(session: aiohttp.ClientSession, url: str, policy: Downl
                 break
         else:
             raise DownloadInvalid("too many redirects")
-    except UrlRefused as exc:
+    except (UrlRefused, ValueError) as exc:  # a refused hop, or a Location that is no URL
         raise DownloadInvalid(str(exc)) from None
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         raise DownloadTransient(f"{type(exc).__name__}: {exc}") from None

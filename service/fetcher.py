@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from urllib.parse import urlsplit
 
 from service.artifacts import ArtifactCorrupt, ArtifactUnavailable, mask_key, one_chunk
 from service.backoff import Backoff
-from service.completion import record
+from service.changes import apply
 from service.context import Services
 from service.download import (
     Downloaded,
@@ -19,12 +18,13 @@ from service.download import (
     DownloadPolicy,
     download_image,
 )
+from service.inline_outputs import inline_image, is_inline, source_of
+from service.jobs import ArtifactRow, Change, JobRow, TaskRow
 from service.pricing import price_usd
 from service.states import Event, State
-from service.store.base import ArtifactRow, Change, JobRow, TaskRow
 from service.upstream.errors import UpstreamError
 from service.upstream.wire import TaskStatus
-from service.urlguard import GuardedSession
+from service.urlguard import GuardedSession, output_policy
 from service.wakeup import Topic
 from service.worker_base import Worker
 
@@ -39,18 +39,18 @@ class Fetcher(Worker):
     def __init__(self, services: Services) -> None:
         super().__init__(services)
         s = services.settings
-        hosts = set(s.output_hosts)
-        if s.upstream_is_sandbox:
-            hosts.add((urlsplit(s.upstream_url).hostname or "").lower())
         self.policy = DownloadPolicy(
-            allowed_hosts=frozenset(hosts),
-            allow_private=s.upstream_is_sandbox,
+            urls=output_policy(s),
             max_bytes=s.artifact_max_bytes,
             timeout_s=s.download_timeout_s,
+            max_redirects=s.download_max_redirects,
         )
         self.backoff = Backoff(2.0, 300.0)
         self.owner = f"{services.instance_id}:fetcher"
-        self.http = GuardedSession(self.policy.allow_private, limit=64)
+        # Output URLs are often signed: their spans record them without the query string.
+        self.http = GuardedSession(
+            self.policy.urls.allow_private, limit=64, trace_configs=services.tracing.client_trace_configs()
+        )
 
     @property
     def interval(self) -> float:
@@ -73,6 +73,11 @@ class Fetcher(Worker):
         return len(jobs) == min(free, s.fetch_batch)
 
     async def fetch(self, job: JobRow) -> None:
+        attributes = {"segflow.job.id": job.id, "segflow.task.id": job.task_id or "", "segflow.attempt": job.attempt}
+        with self.services.tracing.job_span("segflow.fetch", job.trace_context, attributes):
+            await self._fetch(job)
+
+    async def _fetch(self, job: JobRow) -> None:
         log = self.log.bind(job_id=job.id, task_id=job.task_id)
         urls = job.output_urls or await self._fresh_urls(job)
         try:
@@ -102,7 +107,12 @@ class Fetcher(Worker):
             await self._later(job, f"storing the mask: {exc}")
 
     async def _download_all(self, urls: tuple[str, ...]) -> list[Downloaded]:
-        return list(await asyncio.gather(*(download_image(self.http.get(), u, self.policy) for u in urls)))
+        return list(await asyncio.gather(*(self._one(u) for u in urls)))
+
+    async def _one(self, url: str) -> Downloaded:
+        if is_inline(url):
+            return await inline_image(url, self.policy)
+        return await download_image(self.http.get(), url, self.policy)
 
     async def _fresh_urls(self, job: JobRow) -> tuple[str, ...]:
         """Ask the upstream again: it may hand out new URLs for outputs whose links expired."""
@@ -117,6 +127,7 @@ class Fetcher(Worker):
     async def _store(self, job: JobRow, urls: tuple[str, ...], got: list[Downloaded]) -> None:
         artifacts = []
         now = time.time()
+        inline = 0
         for idx, (url, item) in enumerate(zip(urls, got, strict=True)):
             relative = mask_key(job.tenant, job.id, idx)
             stored = await self.services.artifacts.write(
@@ -133,11 +144,12 @@ class Fetcher(Worker):
                     item.width,
                     item.height,
                     relative,
-                    url,
+                    source_of(url, inline),
                     item.content_type,
                     now,
                 )
             )
+            inline += is_inline(url)
         pixels = got[0].width * got[0].height
         change = Change(
             Event.STORED,
@@ -156,6 +168,7 @@ class Fetcher(Worker):
         if outcome:
             m = self.services.metrics
             m.download_bytes.inc(sum(len(g.data) for g in got))
+            m.add_spend(job.tenant, price_usd(pixels))
             m.downloads.labels(result="stored").inc()
             if job.completed_at:
                 m.completion_to_stored.observe(max(0.0, time.time() - job.completed_at))
@@ -192,6 +205,4 @@ class Fetcher(Worker):
             held = current is not None and current.state is State.FETCHING and current.lease_owner == self.owner
             return change if held else None
 
-        outcome = await self.services.store.transition(job.id, decide)
-        record(self.services, outcome, "fetcher")
-        return outcome.applied
+        return (await apply(self.services, job.id, decide, source="fetcher")).applied

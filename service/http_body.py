@@ -1,6 +1,10 @@
-"""Reading request bodies with a size limit, checked before and while reading."""
+"""Reading request bodies with a size limit, checked before and while reading, and a time limit
+for the whole body (so a client trickling bytes cannot hold a request open)."""
 
 from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
 
 from starlette.requests import Request
 
@@ -9,16 +13,38 @@ class BodyTooLarge(Exception):
     """The body is (or declares itself) larger than the limit; nothing past it was read."""
 
 
-async def read_limited(request: Request, limit: int) -> bytes:
-    """The whole body, or BodyTooLarge as soon as it passes `limit` bytes."""
+class BodyTooSlow(Exception):
+    """The body did not arrive within the time allowed for it."""
+
+
+def _body_timeout(request: Request) -> float:
+    services = getattr(request.app.state, "services", None)
+    return float(services.settings.body_timeout_s) if services is not None else 60.0
+
+
+async def stream_limited(request: Request, limit: int) -> AsyncIterator[bytes]:
+    """The body's chunks; BodyTooLarge as soon as it passes `limit` bytes, BodyTooSlow once the
+    whole body has taken longer than `[server] body_timeout_s`."""
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > limit):
         raise BodyTooLarge
-    chunks: list[bytes] = []
+    deadline = asyncio.get_running_loop().time() + _body_timeout(request)
+    chunks = request.stream().__aiter__()
     size = 0
-    async for chunk in request.stream():
+    while True:
+        try:
+            async with asyncio.timeout_at(deadline):
+                chunk = await chunks.__anext__()
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise BodyTooSlow from None
         size += len(chunk)
         if size > limit:
             raise BodyTooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
+        yield chunk
+
+
+async def read_limited(request: Request, limit: int) -> bytes:
+    """The whole body, or BodyTooLarge as soon as it passes `limit` bytes (BodyTooSlow, see above)."""
+    return b"".join([chunk async for chunk in stream_limited(request, limit)])

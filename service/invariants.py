@@ -11,12 +11,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from service.artifacts import ArtifactBackend, ArtifactMissing
+from service.jobs import EventRow
 from service.states import Event, State, transition
-from service.store.base import EventRow, Store
+from service.store import Store
+from service.webhook_secrets import job_of_endpoint
 
 ACK_SKEW_S = 0.05
 """Clock slack when comparing a recorded decision with the sandbox's acknowledgement time (one machine)."""
-_TERMINAL_UPSTREAM = ("completed", "failed")
+_TERMINAL_UPSTREAM = ("completed", "failed", "cancelled", "canceled")
+_UNBILLED_UPSTREAM = ("failed", "cancelled", "canceled")
 
 
 @dataclass
@@ -35,13 +38,14 @@ class Report:
 
 
 def paid_tasks_by_job(sandbox_tasks: Iterable[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
-    """Upstream tasks per job id (from the webhook endpoint), leaving out tasks that failed upstream
-    (a failed task, such as a "too many requests" one, is not charged)."""
+    """Upstream tasks per job id (from the webhook endpoint), leaving out tasks that failed or were
+    cancelled upstream (neither is charged: a "too many requests" failure, a cancel while pending)."""
     out: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for t in sandbox_tasks:
         endpoint = t.get("webhook_endpoint") or ""
-        if "/webhooks/qubico/" in endpoint and str(t.get("status", "")).lower() != "failed":
-            out[endpoint.rsplit("/", 1)[-1]].append(t)
+        job_id = job_of_endpoint(endpoint)
+        if job_id and str(t.get("status", "")).lower() not in _UNBILLED_UPSTREAM:
+            out[job_id].append(t)
     return out
 
 
@@ -55,7 +59,7 @@ async def check_run(
     beyond re-sends after a passed adoption window."""
     report = Report(jobs=len(job_ids))
     paid = paid_tasks_by_job(sandbox_tasks)
-    masks = {t["task_id"]: t.get("mask_sha256") for t in sandbox_tasks}
+    masks = {t["task_id"]: tuple(t.get("mask_sha256s") or [t.get("mask_sha256")]) for t in sandbox_tasks}
     acked = _acked_completions(sandbox_tasks)
     for job_id in job_ids:
         job = await store.get_job(job_id)
@@ -94,8 +98,9 @@ def _acked_completions(sandbox_tasks: Iterable[Mapping[str, Any]]) -> dict[str, 
     for t in sandbox_tasks:
         endpoint = t.get("webhook_endpoint") or ""
         times = [a["at"] for a in t.get("webhooks_acked", ()) if str(a["status"]).lower() in _TERMINAL_UPSTREAM]
-        if "/webhooks/qubico/" in endpoint and times:
-            out[endpoint.rsplit("/", 1)[-1]][t["task_id"]] = min(times)
+        job_id = job_of_endpoint(endpoint)
+        if job_id and times:
+            out[job_id][t["task_id"]] = min(times)
     return out
 
 
@@ -141,13 +146,22 @@ def _check_event_log(job_id: str, state: State, events: Sequence[EventRow], repo
 
 
 async def _check_mask(
-    store: Store, artifacts: ArtifactBackend, job_id: str, masks: Mapping[str, Any], report: Report
+    store: Store,
+    artifacts: ArtifactBackend,
+    job_id: str,
+    masks: Mapping[str, tuple[str | None, ...]],
+    report: Report,
 ) -> None:
+    """Every mask of the job's task stored, in the upstream's order, each matching its bytes."""
     stored = await store.job_artifacts(job_id)
     if not stored:
         report.violations.append(f"{job_id}: succeeded without a mask")
         return
-    task_masks = {masks.get(t.task_id) for t in await store.job_tasks(job_id)}
+    tasks = await store.job_tasks(job_id)
+    task_masks = {sha for t in tasks for sha in masks.get(t.task_id, ())}
+    in_order = tuple(a.sha256 for a in sorted(stored, key=lambda a: a.idx))
+    if tasks and not any(masks.get(t.task_id) == in_order for t in tasks):
+        report.violations.append(f"{job_id}: its {len(stored)} stored masks are not all of one task's, in order")
     for a in stored:
         try:
             opened = await artifacts.open(a.path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import Iterable, MutableMapping
 from typing import Any
@@ -27,10 +28,14 @@ _SECRET_KEYS = frozenset(
 
 
 class Redactor:
-    """A structlog processor: hides values under secret-looking keys and every known secret."""
+    """A structlog processor: hides values under secret-looking keys and every known secret.
+
+    A known secret is replaced only where it stands whole (not inside a longer run of letters,
+    digits, `-` or `_`), so a short secret cannot blank out every word it happens to be part of."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        self._secrets = tuple(s for s in secrets if s)
+        known = sorted({s for s in secrets if s}, key=len, reverse=True)  # longest first
+        self._pattern = re.compile(rf"(?<![\w-])(?:{'|'.join(map(re.escape, known))})(?![\w-])") if known else None
 
     def __call__(self, _logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
         for key in list(event):
@@ -41,10 +46,7 @@ class Redactor:
         if key.lower() in _SECRET_KEYS:
             return REDACTED
         if isinstance(value, str):
-            for secret in self._secrets:
-                if secret in value:
-                    value = value.replace(secret, REDACTED)
-            return value
+            return self._pattern.sub(REDACTED, value) if self._pattern is not None else value
         if isinstance(value, dict):
             return {k: self._clean(str(k), v) for k, v in value.items()}
         if isinstance(value, list | tuple):

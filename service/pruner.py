@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 
 from service.artifacts import STAGING, ArtifactBackend
 from service.context import Services
+from service.jobs import RetentionCounts
 from service.settings import Settings
-from service.store.base import RetentionCounts, Store
+from service.store import Store
 from service.wakeup import Topic
 from service.worker_base import Worker
 

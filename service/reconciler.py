@@ -11,11 +11,13 @@ import asyncio
 import time
 
 from service.backoff import Backoff
-from service.completion import apply_snapshot, record
+from service.changes import apply
+from service.completion import apply_snapshot
 from service.context import Services
+from service.jobs import Change, JobRow, TaskRow
 from service.states import Event, State
-from service.store.base import Change, JobRow, TaskRow
 from service.upstream.errors import UpstreamError, UpstreamNotFound
+from service.upstream.wire import TaskStatus
 from service.wakeup import Topic
 from service.worker_base import Worker
 
@@ -61,8 +63,7 @@ class Reconciler(Worker):
             ok = current is not None and current.state is when and current.attempt == job.attempt
             return change if ok else None
 
-        outcome = await self.services.store.transition(job.id, decide)
-        record(self.services, outcome, "reconciler")
+        await apply(self.services, job.id, decide, source="reconciler")
 
     async def _expire_lease(self, job: JobRow) -> None:
         """A submitter died holding this job mid-create: its task may exist, so wait for adoption."""
@@ -75,8 +76,6 @@ class Reconciler(Worker):
             set={
                 "unknown_since": now,
                 "next_check_at": now + s.adoption_window_s,
-                "lease_owner": None,
-                "lease_until": None,
             },
         )
         await self._write(job, change, when=State.SUBMITTING)
@@ -114,9 +113,6 @@ class Reconciler(Worker):
                 set={
                     "attempt": job.attempt + 1,
                     "not_before": time.time(),
-                    "unknown_since": None,
-                    "next_check_at": None,
-                    "task_id": None,
                 },
                 detail={"next_attempt": job.attempt + 1},
             )
@@ -124,6 +120,11 @@ class Reconciler(Worker):
         await self._write(job, change, when=State.UNKNOWN)
 
     async def _poll(self, job: JobRow, task_id: str) -> None:
+        attributes = {"segflow.job.id": job.id, "segflow.task.id": task_id, "segflow.attempt": job.attempt}
+        with self.services.tracing.job_span("segflow.poll", job.trace_context, attributes):
+            await self._poll_task(job, task_id)
+
+    async def _poll_task(self, job: JobRow, task_id: str) -> None:
         log = self.log.bind(job_id=job.id, task_id=task_id)
         polls = self.services.metrics.polls
         try:
@@ -139,7 +140,7 @@ class Reconciler(Worker):
             await self._write(job, self._reschedule(job), when=State.SUBMITTED)
             return
         polls.labels(result=snap.status.value).inc()
-        reschedule = self._reschedule(job)
+        reschedule = self._reschedule(job, staged=snap.status is TaskStatus.STAGED)
 
         def otherwise(current: JobRow | None, _task: TaskRow | None) -> Change | None:
             return reschedule if current is not None and current.state is State.SUBMITTED else None
@@ -152,8 +153,10 @@ class Reconciler(Worker):
                 state=outcome.after.state.value if outcome.after else None,
             )
 
-    def _reschedule(self, job: JobRow) -> Change:
+    def _reschedule(self, job: JobRow, *, staged: bool = False) -> Change:
         delay = self.poll_backoff.delay(job.poll_count + 1)
+        if staged:  # waiting for a slot upstream: no sooner than the staged interval
+            delay = max(delay, self.services.settings.staged_poll_after_s)
         return Change(None, "reconciler", set={"next_check_at": time.time() + delay, "poll_count": job.poll_count + 1})
 
     def _not_found(self, job: JobRow) -> Change:

@@ -37,6 +37,12 @@ class Settings:
     log_format: str = _opt("server", "log_format", "console")
     log_level: str = _opt("server", "log_level", "info")
     instance_id: str = _opt("server", "instance_id", "")
+    header_timeout_s: float = _opt("server", "header_timeout_s", 10.0)
+    body_timeout_s: float = _opt("server", "body_timeout_s", 60.0)
+    keep_alive_s: float = _opt("server", "keep_alive_s", 5.0)
+    max_connections: int = _opt("server", "max_connections", 1000)
+    max_header_bytes: int = _opt("server", "max_header_bytes", 16_384)
+    legacy_webhook_path: bool = _opt("server", "legacy_webhook_path", True)
     # [database]
     database_url: str = _opt("database", "url", "sqlite:///.segflow/segflow.db")
     group_commit_max: int = _opt("database", "group_commit_max", 256)
@@ -66,6 +72,7 @@ class Settings:
     reconcile_interval_s: float = _opt("reconciler", "interval_s", 2.0)
     poll_after_s: float = _opt("reconciler", "poll_after_s", 30.0)
     poll_backoff_max_s: float = _opt("reconciler", "poll_backoff_max_s", 600.0)
+    staged_poll_after_s: float = _opt("reconciler", "staged_poll_after_s", 120.0)
     adoption_window_s: float = _opt("reconciler", "adoption_window_s", 600.0)
     reconcile_batch: int = _opt("reconciler", "batch", 200)
     reconcile_concurrency: int = _opt("reconciler", "concurrency", 8)
@@ -76,7 +83,8 @@ class Settings:
     artifact_link_ttl_s: float = _opt("artifacts", "link_ttl_s", 86_400.0)
     artifact_max_bytes: int = _opt("artifacts", "max_bytes", 52_428_800)
     download_timeout_s: float = _opt("artifacts", "download_timeout_s", 30.0)
-    output_hosts: tuple[str, ...] = _opt("artifacts", "output_hosts", ("img.theapi.app",))
+    output_hosts: tuple[str, ...] = _opt("artifacts", "output_hosts", ("img.theapi.app", "img.midjourneyapi.xyz"))
+    download_max_redirects: int = _opt("artifacts", "max_redirects", 3)
     fetch_batch: int = _opt("artifacts", "batch", 32)
     fetch_concurrency: int = _opt("artifacts", "concurrency", 8)
     fetch_lease_s: float = _opt("artifacts", "lease_s", 120.0)
@@ -98,6 +106,16 @@ class Settings:
     prune_interval_s: float = _opt("retention", "interval_s", 600.0)
     prune_batch: int = _opt("retention", "batch", 200)
     prune_pause_s: float = _opt("retention", "pause_s", 0.05)
+    # [quotas]: per tenant, shared by every replica (kept in the store); 0 turns one off
+    quota_upload_bytes_per_day: int = _opt("quotas", "upload_bytes_per_day", 1_073_741_824)
+    quota_queued_jobs: int = _opt("quotas", "queued_jobs", 100_000)
+    quota_batches_per_minute: int = _opt("quotas", "batches_per_minute", 120)
+    # [observability]
+    tracing: str = _opt("observability", "tracing", "auto")
+    metrics_port: int = _opt("observability", "metrics_port", 0)
+    metrics_host: str = _opt("observability", "metrics_host", "")
+    access_log: bool = _opt("observability", "access_log", True)
+    metrics_max_tenants: int = _opt("observability", "metrics_max_tenants", 20)
     # [security]: secrets, environment only
     webhook_keys: tuple[str, ...] = _opt("security", "webhook_keys", (), secret=True)
     api_keys: tuple[str, ...] = _opt("security", "api_keys", (), secret=True)
@@ -141,6 +159,8 @@ def _validate(s: Settings) -> None:
         "group_commit_max",
         "max_batch_items",
         "prune_batch",
+        "max_connections",
+        "max_header_bytes",
     ):
         if getattr(s, name) < 1:
             raise ConfigError(f"{_where(_field(name))}: must be at least 1")
@@ -154,8 +174,17 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"{_where(_field('database_url'))}: use sqlite:///PATH or postgresql://…")
     if s.log_format not in ("console", "json"):
         raise ConfigError(f"{_where(_field('log_format'))}: 'console' or 'json'")
+    if s.tracing not in ("auto", "on", "off"):
+        raise ConfigError(f"{_where(_field('tracing'))}: 'auto', 'on' or 'off'")
+    if s.metrics_port > 65535:
+        raise ConfigError(f"{_where(_field('metrics_port'))}: a TCP port (0: serve /metrics on the main port)")
     if s.upstream_service_mode not in ("", "public", "private"):
         raise ConfigError(f"{_where(_field('upstream_service_mode'))}: '', 'public' or 'private'")
+    for name in ("header_timeout_s", "body_timeout_s", "keep_alive_s"):
+        if getattr(s, name) <= 0:
+            raise ConfigError(f"{_where(_field(name))}: must be more than 0")
+    if s.download_max_redirects > 10:
+        raise ConfigError(f"{_where(_field('download_max_redirects'))}: at most 10")
     for key in s.webhook_keys:
         if len(key) < 16:
             raise ConfigError("SEGFLOW_WEBHOOK_KEYS: each key must be at least 16 characters")
@@ -179,6 +208,19 @@ def _validate(s: Settings) -> None:
         except ValueError:
             continue
         raise ConfigError(f"{_where(_field('output_hosts'))}: list host names, not addresses ({host})")
+
+
+def check_for_service(s: Settings) -> None:
+    """What a running segflow process needs beyond well-formed settings (checked at start-up, so
+    `Settings()` stays constructible for tools and tests)."""
+    if not s.webhook_keys:
+        raise ConfigError("SEGFLOW_WEBHOOK_KEYS: required (comma-separated, first signs, all verify)")
+    if not s.upstream_is_sandbox and len(s.upstream_api_key) < 16:
+        # A real provider key is long: a short one is a placeholder. The sandbox takes any key.
+        raise ConfigError(
+            f"SEGFLOW_UPSTREAM_API_KEY: at least 16 characters against a real upstream "
+            f"(got {len(s.upstream_api_key)}; set {_where(_field('upstream_is_sandbox'))} for the sandbox)"
+        )
 
 
 def _field(name: str) -> dataclasses.Field[Any]:

@@ -49,9 +49,10 @@ class Event(enum.StrEnum):
 
 TERMINAL = frozenset({State.SUCCEEDED, State.FAILED, State.CANCELLED, State.EXPIRED})
 
-# States in which an upstream task for the current attempt may exist and learn its fate.
-_AWAITING = (State.SUBMITTING, State.UNKNOWN, State.SUBMITTED)
-_LIVE = (State.QUEUED, *_AWAITING, State.FETCHING)
+IN_FLIGHT = frozenset({State.SUBMITTING, State.UNKNOWN, State.SUBMITTED})
+"""States in which an upstream task for the current attempt may exist and learn its fate (counted
+against the upstream concurrency cap)."""
+_LIVE = (State.QUEUED, *IN_FLIGHT, State.FETCHING)
 
 
 def _table() -> dict[tuple[State, Event], State]:
@@ -68,7 +69,7 @@ def _table() -> dict[tuple[State, Event], State]:
         (State.FETCHING, Event.OUTPUT_GONE): State.FAILED,
         (State.FAILED, Event.RETRY): State.QUEUED,
     }
-    for state in _AWAITING:
+    for state in IN_FLIGHT:
         rules[(state, Event.PROGRESS)] = State.SUBMITTED
         rules[(state, Event.COMPLETED)] = State.FETCHING
         rules[(state, Event.FAILED_RETRYABLE)] = State.QUEUED
@@ -99,7 +100,3 @@ def sources(event: Event) -> tuple[State, ...]:
 def states_in(states: Iterable[State]) -> tuple[str, ...]:
     """State values for SQL parameters."""
     return tuple(s.value for s in states)
-
-
-IN_FLIGHT = frozenset({State.SUBMITTING, State.UNKNOWN, State.SUBMITTED})
-"""States counted against the upstream concurrency cap: a task may be alive upstream."""

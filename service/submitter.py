@@ -6,12 +6,16 @@ from __future__ import annotations
 import asyncio
 import time
 
+from opentelemetry import trace
+
 from service.backoff import Backoff
-from service.completion import record
+from service.changes import apply
+from service.completion import policy_of
 from service.context import Services
+from service.job_actions import cancel_upstream
+from service.jobs import Change, DecideFn, JobRow, TaskRow, TaskUpsert
 from service.ratelimit import TokenBucket
 from service.states import Event, State
-from service.store.base import Change, DecideFn, JobRow, TaskRow, TaskUpsert
 from service.upstream.errors import (
     UpstreamAmbiguous,
     UpstreamError,
@@ -21,6 +25,7 @@ from service.upstream.errors import (
 )
 from service.upstream.wire import CreateRequest, TaskSnapshot
 from service.wakeup import Topic
+from service.webhook_secrets import webhook_path
 from service.worker_base import Worker
 
 # A refusal that says the account, not the job, is the problem: wait for an operator, don't fail.
@@ -62,6 +67,11 @@ class Submitter(Worker):
 
     async def submit(self, job: JobRow) -> None:
         """Create job's upstream task for its current attempt and record what happened."""
+        attributes = {"segflow.job.id": job.id, "segflow.attempt": job.attempt, "segflow.tenant": job.tenant}
+        with self.services.tracing.job_span("segflow.submit", job.trace_context, attributes):
+            await self._submit(job)
+
+    async def _submit(self, job: JobRow) -> None:
         log = self.log.bind(job_id=job.id, attempt=job.attempt)
         async with self.slots:
             await self.bucket.acquire()
@@ -70,7 +80,7 @@ class Submitter(Worker):
                 prompt=job.prompt,
                 negative_prompt=job.negative_prompt,
                 segment_factor=job.segment_factor,
-                webhook_endpoint=f"{self.services.settings.public_url.rstrip('/')}/webhooks/qubico/{job.id}",
+                webhook_endpoint=self.services.settings.public_url.rstrip("/") + webhook_path(job.id, job.attempt),
                 webhook_secret=self.services.secrets.derive(job.id, job.attempt),
                 service_mode=self.services.settings.upstream_service_mode,
             )
@@ -89,14 +99,15 @@ class Submitter(Worker):
                 await self._write(job, lambda cur, _t: change if _same_attempt(cur, job) else None)
                 return
             calls.labels(op="create", result="ok").inc()
+            trace.get_current_span().set_attribute("segflow.task.id", snap.task_id)
             log = log.bind(task_id=snap.task_id)
             outcome = await self._write(job, self._created(job, snap), task_id=snap.task_id)
             log.info("task_created", state=outcome.value if outcome else None)
             if outcome is State.CANCELLED:
-                await self._cancel_upstream(snap.task_id)
+                await cancel_upstream(self.services, snap.task_id)
 
     def _created(self, claimed: JobRow, snap: TaskSnapshot) -> DecideFn:
-        poll_after = self.services.settings.poll_after_s
+        poll_after = policy_of(self.services).next_poll_s(snap.status)
 
         def decide(job: JobRow | None, task: TaskRow | None) -> Change | None:
             if job is None or job.attempt != claimed.attempt:
@@ -112,9 +123,6 @@ class Submitter(Worker):
                         "task_id": snap.task_id,
                         "submitted_at": now,
                         "next_check_at": now + poll_after,
-                        "lease_owner": None,
-                        "lease_until": None,
-                        "unknown_since": None,
                         "error_code": None,
                         "error_message": None,
                     },
@@ -138,8 +146,6 @@ class Submitter(Worker):
                 set={
                     "unknown_since": now,
                     "next_check_at": now + s.adoption_window_s,
-                    "lease_owner": None,
-                    "lease_until": None,
                 },
                 detail={"error": type(exc).__name__},
             )
@@ -166,8 +172,6 @@ class Submitter(Worker):
             set={
                 "not_before": now + delay,
                 "submit_tries": job.submit_tries + 1,
-                "lease_owner": None,
-                "lease_until": None,
                 "error_code": code,
                 "error_message": str(exc)[:500],
             },
@@ -175,15 +179,8 @@ class Submitter(Worker):
         )
 
     async def _write(self, claimed: JobRow, decide: DecideFn, task_id: str | None = None) -> State | None:
-        outcome = await self.services.store.transition(claimed.id, decide, task_id=task_id)
-        record(self.services, outcome, "submitter")
+        outcome = await apply(self.services, claimed.id, decide, source="submitter", task_id=task_id)
         return outcome.after.state if outcome.after else None
-
-    async def _cancel_upstream(self, task_id: str) -> None:
-        try:
-            await self.services.upstream.cancel_task(task_id)
-        except UpstreamError as exc:
-            self.log.info("cancel_failed", task_id=task_id, error=str(exc))
 
 
 def _same_attempt(current: JobRow | None, claimed: JobRow) -> bool:

@@ -11,7 +11,7 @@ from typing import Any
 import structlog
 
 from service.context import Services
-from service.store.base import StoreError
+from service.store import StoreError
 from service.wakeup import Topic
 
 

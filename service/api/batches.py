@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import structlog
+from opentelemetry.trace import Span
 from starlette.responses import Response
 
 from service.api import views
@@ -13,8 +15,11 @@ from service.api.endpoint import Call
 from service.api.errors import ApiError, not_found
 from service.api.listing import encode_batch_cursor, encode_cursor, parse_batch_listing, parse_listing
 from service.api.responses import json_response
-from service.store.base import BatchRow, IdempotencyConflict
-from service.wakeup import Topic
+from service.callback_events import rfc3339
+from service.jobs import BatchRow, JobRow
+from service.quotas import charge_batch_request, check_open_jobs
+from service.store import IdempotencyConflict
+from service.tracing import traceparent
 
 log = structlog.get_logger("segflow.api")
 
@@ -23,12 +28,19 @@ async def create_batch(call: Call) -> Response:
     """POST /v1/batches: store every job of a valid batch as queued, or nothing at all."""
     services = call.services
     key = idempotency_key(call.request)
+    await charge_batch_request(services, call.tenant, time.time())  # before the body is even read
     doc = await read_json(call.request, services.settings.max_request_body)
     request = decode_batch(doc, services.settings)
+    await check_open_jobs(services, call.tenant, len(request.items))
+    spans = services.tracing.start_job_spans(len(request.items))  # none when tracing is off
+    items = request.items
+    if spans:
+        items = tuple(replace(item, trace_context=traceparent(s)) for item, s in zip(items, spans, strict=True))
+    jobs: list[JobRow] = []
     try:
         batch, jobs, created = await services.store.create_batch(
             call.tenant,
-            request.items,
+            items,
             callback_url=request.callback_url,
             idempotency_key=key,
             request_hash=request.request_hash,
@@ -38,14 +50,25 @@ async def create_batch(call: Call) -> Response:
         raise ApiError(
             409, "idempotency_conflict", "this Idempotency-Key was used with a different request body"
         ) from None
+    finally:
+        _end_job_spans(spans, jobs, call.tenant)
     if created:
-        services.wakeup.notify(Topic.SUBMIT)
         log.info("batch_created", batch_id=batch.id, jobs=len(jobs))
     else:
         log.info("batch_replayed", batch_id=batch.id)
     # A replay answers as the first call did; the header lets a curious client tell them apart.
     headers = None if created else {"idempotent-replayed": "true"}
     return json_response(views.created_view(batch, jobs), status=202, headers=headers)
+
+
+def _end_job_spans(spans: list[Span], jobs: list[JobRow], tenant: str) -> None:
+    """Name each job span's job; jobs stored by an earlier call with the same key keep their own."""
+    for span, job in zip(spans, jobs, strict=False):
+        span.set_attributes({"segflow.job.id": job.id, "segflow.batch.id": job.batch_id, "segflow.tenant": tenant})
+        if job.trace_context != traceparent(span):
+            span.set_attribute("segflow.replayed", True)
+    for span in spans:
+        span.end()
 
 
 async def list_batches(call: Call) -> Response:
@@ -100,5 +123,5 @@ async def _refuse_pruned(call: Call) -> None:
             "batch_pruned",
             "this batch's jobs finished long ago and were deleted by the retention policy "
             "(SEGFLOW_RETENTION_JOBS_DAYS)",
-            [{"pruned_at": views.rfc3339(pruned.pruned_at)}],
+            [{"pruned_at": rfc3339(pruned.pruned_at)}],
         )

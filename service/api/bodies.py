@@ -17,8 +17,8 @@ from starlette.requests import Request
 from service.api.errors import ApiError, Problem, invalid
 from service.api.fields import Fields
 from service.http_body import BodyTooLarge, read_limited
+from service.jobs import JobInput
 from service.settings import Settings
-from service.store.base import JobInput
 
 MAX_IDEMPOTENCY_KEY = 200
 

@@ -15,9 +15,9 @@ from service.api.endpoint import Call
 from service.api.errors import ApiError, Problem, invalid, not_found
 from service.api.fields import url_problem
 from service.api.responses import json_response
-from service.api.views import rfc3339
-from service.callback_events import EVENT_TYPES
-from service.store.base import DeliveryAttemptRow, DeliveryRow, OutboxRow, SubscriptionRow
+from service.callback_events import EVENT_TYPES, rfc3339
+from service.jobs import DeliveryAttemptRow, DeliveryRow, OutboxEvent, SubscriptionRow
+from service.urlguard import callback_policy
 from service.wakeup import Topic
 
 _SUBSCRIPTION_FIELDS = frozenset({"url", "event_types", "ed25519"})
@@ -39,7 +39,7 @@ def subscription_view(call: Call, sub: SubscriptionRow) -> dict[str, Any]:
     }
 
 
-def event_view(event: OutboxRow) -> dict[str, Any]:
+def event_view(event: OutboxEvent) -> dict[str, Any]:
     return {
         "id": event.id,
         "type": event.type,
@@ -85,11 +85,9 @@ async def create_subscription(call: Call) -> Response:
         raise invalid([Problem("body", "must be a JSON object")])
     problems = [Problem(name, "unknown field") for name in sorted(set(doc) - _SUBSCRIPTION_FIELDS)]
     url = doc.get("url")
-    settings = call.services.settings
-    dev = settings.allow_private_image_urls
     if not isinstance(url, str):
         problems.append(Problem("url", "required, a string"))
-    elif (reason := url_problem(url, https_only=not dev, allow_private=dev)) is not None:
+    elif (reason := url_problem(url, callback_policy(call.services.settings))) is not None:
         problems.append(Problem("url", reason))
     types = doc.get("event_types", [])
     if not isinstance(types, list) or not all(isinstance(t, str) for t in types):
@@ -155,7 +153,7 @@ async def callback_keys(call: Call) -> Response:
     return json_response({"secrets": signer.secrets(owner), "public_keys": signer.public_keys(owner)})
 
 
-async def owned_event(call: Call) -> OutboxRow:
+async def owned_event(call: Call) -> OutboxEvent:
     event = await call.services.store.get_event(call.request.path_params["event_id"])
     if event is None or event.tenant != call.tenant:
         raise not_found("event")

@@ -15,9 +15,17 @@ from starlette.responses import Response, StreamingResponse
 from service.api.errors import ApiError
 from service.artifacts import ArtifactBackend, ArtifactMissing, ArtifactUnavailable
 from service.context import Services
-from service.store.base import ArtifactRow
+from service.jobs import ArtifactRow
 
 log = structlog.get_logger("segflow.api")
+
+# Stored files are served as inert downloads: never sniffed into HTML, never run as a page.
+INERT_HEADERS = {"x-content-type-options": "nosniff", "content-security-policy": "sandbox"}
+
+
+def inert_headers(filename: str) -> dict[str, str]:
+    return INERT_HEADERS | {"content-disposition": f'attachment; filename="{filename}"'}
+
 
 LINK_REFUSED = ApiError(403, "link_invalid", "this link is invalid or has expired")
 """One answer for every bad link (altered, for another mask, expired, unknown key): it says nothing
@@ -47,7 +55,7 @@ async def stream_object(
             "the artifact storage cannot answer right now; retry",
             headers={"retry-after": "2"},
         ) from None
-    out = {"content-length": str(opened.size), "x-content-type-options": "nosniff", **(headers or {})}
+    out = {"content-length": str(opened.size), **INERT_HEADERS, **(headers or {})}
     return StreamingResponse(opened.chunks, media_type=media_type or opened.content_type, headers=out)
 
 
@@ -88,4 +96,5 @@ async def signed_mask(request: Request) -> Response:
         raise ApiError(404, "not_found", "no such mask")
     remaining = max(0, int(q["exp"]) - int(time.time()))
     cache = f"private, max-age={min(remaining, 3600)}"
-    return await serve_mask(services, found, headers={"cache-control": cache, "referrer-policy": "no-referrer"})
+    headers = inert_headers(f"{job_id}-{idx}.png") | {"cache-control": cache, "referrer-policy": "no-referrer"}
+    return await serve_mask(services, found, headers=headers)

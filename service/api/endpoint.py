@@ -18,7 +18,8 @@ from service.api.auth import Authenticator
 from service.api.errors import ApiError
 from service.api.responses import error_response
 from service.context import Services
-from service.store.base import StoreError
+from service.http_body import BodyTooSlow
+from service.store import StoreError
 
 log = structlog.get_logger("segflow.api")
 
@@ -46,6 +47,7 @@ def authed(auth: Authenticator, handler: CallHandler) -> RequestHandler:
     async def endpoint(request: Request) -> Response:
         services: Services = request.app.state.services
         tenant = await auth.tenant(request, services)
+        request.state.tenant = tenant  # for the access log
         with structlog.contextvars.bound_contextvars(tenant=tenant):
             return await handler(Call(request, services, tenant))
 
@@ -57,6 +59,7 @@ def guarded(handler: RequestHandler) -> RequestHandler:
 
     async def endpoint(request: Request) -> Response:
         request_id = _request_id(request)
+        request.state.request_id = request_id  # for the access log
         with structlog.contextvars.bound_contextvars(request_id=request_id):
             try:
                 response = await handler(request)
@@ -72,6 +75,12 @@ def guarded(handler: RequestHandler) -> RequestHandler:
                     headers={"retry-after": "1"},
                 )
                 response = error_response(unavailable)
+            except BodyTooSlow:
+                log.info("api_body_too_slow", path=request.url.path)
+                slow = ApiError(
+                    408, "body_timeout", "the request body did not arrive in time", headers={"connection": "close"}
+                )
+                response = error_response(slow)
             except ClientDisconnect:
                 # Nobody is left to read an answer; nothing was stored, since the body was incomplete.
                 log.info("api_client_disconnected", path=request.url.path)

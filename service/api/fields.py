@@ -3,7 +3,6 @@ value is unusable, so one pass over a body finds every problem."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Collection, Mapping
 from typing import Any
 
@@ -11,7 +10,7 @@ import orjson
 
 from service.api.errors import Problem
 from service.settings import Settings
-from service.urlguard import check_url, is_public
+from service.urlguard import UrlPolicy, UrlRefused, callback_policy, image_policy
 
 MAX_URL_CHARS = 2048
 MAX_TEXT_CHARS = 1000
@@ -99,48 +98,34 @@ class Fields:
 
     def image(self, value: Any, path: str) -> str | None:
         """An absolute http(s) URL the upstream can fetch."""
-        return self._url(value, path, https_only=False, required=True)
+        return self._url(value, path, image_policy(self.settings), required=True)
 
     def callback_url(self, value: Any, path: str) -> str | None:
         """Where batch events are delivered: https, unless running against the local sandbox."""
-        return self._url(value, path, https_only=not self.settings.allow_private_image_urls, required=False)
+        return self._url(value, path, callback_policy(self.settings), required=False)
 
-    def _url(self, value: Any, path: str, *, https_only: bool, required: bool) -> str | None:
+    def _url(self, value: Any, path: str, policy: UrlPolicy, *, required: bool) -> str | None:
         if value is None and not required:
             return None
         if not isinstance(value, str):
             self.problem(path, "required" if value is None else "must be a string")
             return None
-        reason = url_problem(value, https_only=https_only, allow_private=self.settings.allow_private_image_urls)
+        reason = url_problem(value, policy)
         if reason is not None:
             self.problem(path, reason)
             return None
         return value
 
 
-def url_problem(url: str, *, https_only: bool, allow_private: bool) -> str | None:
-    """Why `url` is refused, or None when it is acceptable."""
+def url_problem(url: str, policy: UrlPolicy) -> str | None:
+    """Why `url` is refused under `policy`, or None when it is acceptable."""
     if len(url) > MAX_URL_CHARS:
         return f"at most {MAX_URL_CHARS} characters"
     if any(c.isspace() or not c.isprintable() for c in url):
         return "must not contain spaces or control characters"
     try:
-        parts = check_url(url, allowed_hosts=None, allow_private=allow_private, https_only=https_only)
-        _ = parts.port  # raises ValueError for a port out of range
-    except ValueError as exc:
-        schemes = "https" if https_only else "http(s)"
+        policy.check(url)
+    except UrlRefused as exc:
+        schemes = "https" if policy.https_only else "http(s)"
         return f"must be an absolute {schemes} URL with a public host ({exc})"
-    host = (parts.hostname or "").rstrip(".")
-    if not allow_private and (host == "localhost" or host.endswith(".localhost") or _private_number(host)):
-        return f"must be an absolute URL with a public host (host {host} is private or loopback)"
     return None
-
-
-def _private_number(host: str) -> bool:
-    """True for legacy numeric IPv4 spellings (`2130706433`, `0x7f.1`) that name a non-public address;
-    `check_url` reads only the dotted-quad form as an address."""
-    try:
-        address = socket.inet_ntoa(socket.inet_aton(host))
-    except OSError:
-        return False
-    return not is_public(address)

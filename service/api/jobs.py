@@ -7,18 +7,21 @@ import asyncio
 from starlette.responses import Response
 
 from service.api import views
-from service.api.downloads import serve_mask
+from service.api.downloads import inert_headers, serve_mask
 from service.api.endpoint import Call, after_response
 from service.api.errors import ApiError, Problem, invalid, not_found
 from service.api.responses import json_response
+from service.callback_events import rfc3339
 from service.context import Services
 from service.job_actions import ActionRefused, cancel_job, cancel_upstream, retry_job
-from service.store.base import JobRow
+from service.jobs import JobRow
 
 _REFUSALS = {
     "not_cancellable": "the job is {state}: only jobs not yet fetching their mask can be cancelled",
     "not_retryable": "the job is {state}: only failed jobs can be retried",
     "retry_limit": "the job has used every attempt it may make",
+    "upstream_refused": "the upstream would not cancel the task ({reason}); the job keeps running",
+    "upstream_unavailable": "the upstream could not be asked to cancel the task ({reason}); the job keeps running",
 }
 
 
@@ -48,20 +51,21 @@ async def job_mask(call: Call) -> Response:
             f"no mask stored yet; the job is {job.state.value}",
             [{"state": job.state.value}],
         )
-    return await serve_mask(call.services, found, headers={"cache-control": "private, max-age=86400"})
+    headers = inert_headers(f"{job.id}-{index}.png") | {"cache-control": "private, max-age=86400"}
+    return await serve_mask(call.services, found, headers=headers)
 
 
 async def cancel(call: Call) -> Response:
     """POST /v1/jobs/{job_id}/cancel."""
     try:
-        outcome = await cancel_job(call.services, call.tenant, call.request.path_params["job_id"])
+        done = await cancel_job(call.services, call.tenant, call.request.path_params["job_id"])
     except ActionRefused as refused:
         raise _refusal(refused) from None
-    assert outcome.after is not None and outcome.before is not None  # applied outcomes carry both
-    task_id = outcome.before.task_id
-    # The cancel is durable already; telling the upstream may be slow, so it runs after the answer.
+    # A task that may exist for a job cancelled before its task was known: stopping it is best
+    # effort and may be slow, so it runs after the answer (the cancel is durable already).
+    task_id = done.task_to_stop
     later = after_response(cancel_upstream, call.services, task_id) if task_id else None
-    return json_response(await full_view(call.services, outcome.after), background=later)
+    return json_response(await full_view(call.services, done.job), background=later)
 
 
 async def retry(call: Call) -> Response:
@@ -92,7 +96,7 @@ def job_gone(pruned_at: float) -> ApiError:
         "job_pruned",
         "this job finished long ago and was deleted by the retention policy (SEGFLOW_RETENTION_JOBS_DAYS), "
         "with its timeline and mask",
-        [{"pruned_at": views.rfc3339(pruned_at)}],
+        [{"pruned_at": rfc3339(pruned_at)}],
     )
 
 
@@ -110,7 +114,12 @@ def _refusal(refused: ActionRefused) -> ApiError:
     if refused.code == "not_found" or refused.job is None:
         return not_found("job")
     state = refused.job.state.value
-    return ApiError(409, refused.code, _REFUSALS[refused.code].format(state=state), [{"state": state}])
+    status = 503 if refused.code == "upstream_unavailable" else 409
+    message = _REFUSALS[refused.code].format(state=state, reason=refused.reason or "no reason given")
+    detail: dict[str, str] = {"state": state}
+    if refused.reason:
+        detail["reason"] = refused.reason
+    return ApiError(status, refused.code, message, [detail])
 
 
 def _mask_index(raw: str | None) -> int:

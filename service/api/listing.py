@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from service.api.errors import Problem, invalid
+from service.api.errors import ApiError, Problem, invalid
 from service.states import State
 
 DEFAULT_LIMIT = 100
@@ -17,6 +17,9 @@ MAX_LIMIT = 500
 DEFAULT_BATCH_LIMIT = 20
 MAX_BATCH_LIMIT = 100  # each batch listed costs its own progress counts
 START = -1  # before the first job's seq (seqs start at 0)
+MAX_SEQ = 2**63 - 1  # the stores' integer columns are 64-bit: a larger "after" is no cursor of ours
+MAX_CURSOR_CHARS = 512
+_CURSOR = "cursor"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +50,7 @@ def parse_batch_listing(query: Mapping[str, str]) -> BatchListing:
     problems: list[Problem] = []
     limit = _limit(query.get("limit"), problems, DEFAULT_BATCH_LIMIT, MAX_BATCH_LIMIT)
     before = _batch_cursor(query.get("cursor"), problems)
-    if problems:
-        raise invalid(problems)
+    _refuse(problems)
     return BatchListing(before, limit)
 
 
@@ -58,9 +60,19 @@ def parse_listing(query: Mapping[str, str]) -> Listing:
     state = _state(query.get("state"), problems)
     limit = _limit(query.get("limit"), problems)
     after = _cursor(query.get("cursor"), problems)
+    _refuse(problems)
+    return Listing(state, after, limit)
+
+
+def _refuse(problems: list[Problem]) -> None:
+    """A bad cursor is a 400 (the client did not send back what it was given); any other bad
+    parameter a 422. Either way every problem is named."""
+    if any(p.path == _CURSOR for p in problems):
+        raise ApiError(
+            400, "invalid_cursor", "the cursor is not one this API gave out", [p.as_json() for p in problems]
+        )
     if problems:
         raise invalid(problems)
-    return Listing(state, after, limit)
 
 
 def _state(raw: str | None, problems: list[Problem]) -> State | None:
@@ -83,6 +95,8 @@ def _limit(raw: str | None, problems: list[Problem], default: int = DEFAULT_LIMI
 
 
 def _decode(raw: str) -> object:
+    if len(raw) > MAX_CURSOR_CHARS:
+        return None
     try:
         decoded: object = orjson.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
     except (binascii.Error, ValueError):
@@ -96,7 +110,9 @@ def _batch_cursor(raw: str | None, problems: list[Problem]) -> tuple[float, str]
     decoded = _decode(raw)
     before = decoded.get("before") if isinstance(decoded, dict) else None
     match before:
-        case [int() | float() as created_at, str() as batch_id] if not isinstance(created_at, bool):
+        case [int() | float() as created_at, str() as batch_id] if (
+            not isinstance(created_at, bool) and 0 <= created_at < 1e11 and len(batch_id) <= 64
+        ):
             return float(created_at), batch_id
     problems.append(Problem("cursor", "not a cursor this API gave out"))
     return None
@@ -107,7 +123,7 @@ def _cursor(raw: str | None, problems: list[Problem]) -> int:
         return START
     decoded = _decode(raw)
     after = decoded.get("after") if isinstance(decoded, dict) else None
-    if not isinstance(after, int) or isinstance(after, bool) or after < START:
+    if not isinstance(after, int) or isinstance(after, bool) or not START <= after <= MAX_SEQ:
         problems.append(Problem("cursor", "not a cursor this API gave out"))
         return START
     return after

@@ -19,8 +19,8 @@ from starlette.responses import Response, StreamingResponse
 from service.api.batches import owned_batch
 from service.api.endpoint import Call
 from service.context import Services
+from service.jobs import JobRow
 from service.states import State
-from service.store.base import JobRow
 
 PAGE = 500
 COLUMNS = (

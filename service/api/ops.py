@@ -37,6 +37,14 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
+    """Prometheus text: this process's counters, and the store-wide gauges read now (if the store
+    cannot answer in time, the rest is still served, with segflow_store_up 0)."""
     services: Services = request.app.state.services
+    try:
+        await asyncio.wait_for(services.metrics.refresh(services.store), READY_TIMEOUT_S)
+        services.metrics.store_up.set(1)
+    except Exception as exc:  # noqa: BLE001 - a scrape must not fail because the store does; it is logged
+        services.metrics.store_up.set(0)
+        log.warning("metrics_store_unavailable", error_class=type(exc).__name__, error=str(exc))
     body = await asyncio.to_thread(services.metrics.render)
     return Response(body, media_type=PROMETHEUS_TEXT)

@@ -11,8 +11,9 @@ from service.api.endpoint import CallHandler, authed, guarded
 from service.api.openapi import load_document, openapi_route
 
 
-def api_routes() -> list[BaseRoute]:
-    """Routes of the public REST API, ops probes and the OpenAPI document."""
+def api_routes(*, metrics: bool = True) -> list[BaseRoute]:
+    """Routes of the public REST API, ops probes and the OpenAPI document (and /metrics, unless
+    it is served on a listener of its own)."""
     auth = Authenticator()  # one per route table, so each app has its own key cache
 
     def v1(path: str, method: str, handler: CallHandler) -> Route:
@@ -45,6 +46,10 @@ def api_routes() -> list[BaseRoute]:
         Route("/links/masks/{job_id}/{idx}.png", guarded(downloads.signed_mask), methods=["GET"], name="signed_mask"),
         Route("/healthz", guarded(ops.healthz), methods=["GET"], name="healthz"),
         Route("/readyz", guarded(ops.readyz), methods=["GET"], name="readyz"),
-        Route("/metrics", guarded(ops.metrics), methods=["GET"], name="metrics"),
         Route("/openapi.json", guarded(openapi_route(load_document())), methods=["GET"], name="openapi"),
+        *([metrics_route()] if metrics else []),
     ]
+
+
+def metrics_route() -> Route:
+    return Route("/metrics", guarded(ops.metrics), methods=["GET"], name="metrics")

@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
+from service.callback_events import rfc3339
+from service.jobs import ArtifactRow, BatchRow, BatchSummary, EventRow, JobRow, TaskRow
 from service.states import State
-from service.store.base import ArtifactRow, BatchRow, BatchSummary, EventRow, JobRow, TaskRow
-
-
-def rfc3339(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def mask_url(job_id: str, idx: int = 0) -> str:

@@ -8,7 +8,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from service.sandbox.engine import SandboxEngine
-from service.sandbox.responses import HeldResponse, LostResponse, failure, success
+from service.sandbox.responses import HeldResponse, JSONBody, LostResponse, failure, success
 from service.sandbox.wire import SandboxError
 
 
@@ -45,10 +45,26 @@ async def get_task(request: Request) -> Response:
 
 async def cancel_task(request: Request) -> Response:
     try:
-        task = engine_of(request).cancel(request.headers.get("x-api-key"), request.path_params["task_id"])
+        answer = engine_of(request).cancel(request.headers.get("x-api-key"), request.path_params["task_id"])
     except SandboxError as exc:
         return failure(exc)
-    return success(task)
+    return JSONBody(answer)
+
+
+async def task_history(request: Request) -> Response:
+    try:
+        answer = engine_of(request).history(request.headers.get("x-api-key"), request.query_params)
+    except SandboxError as exc:
+        return failure(exc)
+    return JSONBody(answer)
+
+
+async def account_info(request: Request) -> Response:
+    try:
+        answer = engine_of(request).account(request.headers.get("x-api-key"))
+    except SandboxError as exc:
+        return failure(exc)
+    return JSONBody(answer)
 
 
 def api_routes() -> list[Route]:
@@ -56,4 +72,6 @@ def api_routes() -> list[Route]:
         Route("/api/v1/task", create_task, methods=["POST"]),
         Route("/api/v1/task/{task_id}", get_task, methods=["GET"]),
         Route("/api/v1/task/{task_id}", cancel_task, methods=["DELETE"]),
+        Route("/api/open/tasks/histories", task_history, methods=["GET"]),
+        Route("/account/info", account_info, methods=["GET"]),
     ]

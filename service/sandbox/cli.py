@@ -13,7 +13,7 @@ import uvicorn
 from service.logs import configure_logging
 from service.sandbox.app import create_sandbox_app
 from service.sandbox.masks import SYNTHETIC_NOTE
-from service.sandbox.settings import FaultSettings, SandboxSettings
+from service.sandbox.settings import COUNT_FIELDS, FAULT_KINDS, FaultSettings, SandboxSettings
 from service.serving import bind_socket
 
 # (flag, settings field, type, help) for the plain settings; faults are generated from FaultSettings.
@@ -31,6 +31,11 @@ _OPTIONS: tuple[tuple[str, str, type, str], ...] = (
     ("--concurrency-limit", "concurrency_limit", int, "unfinished tasks per API key (0 = no limit)"),
     ("--rate-limit", "rate_limit_per_s", float, "creates per second per API key (0 = no limit)"),
     ("--credit", "credit_usd", float, "account credit in USD; 402 once spent (default unlimited)"),
+    ("--over-limit", "over_limit", str, "over the concurrency limit: 429 (default) or stage (accept as staged)"),
+    ("--create-status", "create_status", str, "status in the create answer: '' (documented, default) or pending"),
+    ("--bad-image", "bad_image", str, "an unusable image: fail (the task fails after the create, default) or 400"),
+    ("--cancel", "cancel", str, "documented (pending only, answer without data, default) or legacy"),
+    ("--output-redirect-host", "output_redirect_host", str, "serve outputs via a 302 from this host name"),
     ("--log-format", "log_format", str, "console or json"),
     ("--log-level", "log_level", str, "debug, info, warning or error"),
 )
@@ -66,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     faults = parser.add_argument_group("faults", "probabilities in [0, 1] (0 = never, 1 = always)")
     for field in dataclasses.fields(FaultSettings):
-        kind = int if field.name == "burst_429_length" else float
+        kind = int if field.name in COUNT_FIELDS else float
         metavar = "N" if kind is int else "SECONDS" if field.name.endswith("_s") else "P"
         faults.add_argument(
             _flag(field.name),
@@ -120,7 +125,7 @@ def run(settings: SandboxSettings) -> int:
         "sandbox_listening",
         url=settings.base_url,
         masks=SYNTHETIC_NOTE,
-        faults={k: v for k, v in settings.faults.as_dict().items() if v and not k.endswith(("_s", "_length"))},
+        faults={k: v for k, v in settings.faults.as_dict().items() if v and k in FAULT_KINDS},
     )
     try:
         asyncio.run(uvicorn.Server(config).serve(sockets=[sock]))

@@ -8,6 +8,7 @@ import hmac
 import time
 import uuid
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,11 +26,15 @@ from service.sandbox.outputs import OutputStore
 from service.sandbox.samples import Sample, build_samples
 from service.sandbox.settings import FaultSettings, SandboxSettings
 from service.sandbox.stats import SandboxStats
-from service.sandbox.task import CANCELLED, SandboxTask
+from service.sandbox.task import CANCELLED, CONSUME_PER_USD, NO_IMAGE, SandboxTask
 from service.sandbox.webhooks import WebhookSender
-from service.sandbox.wire import CreateRequest, SandboxError, parse_create
+from service.sandbox.wire import MODEL, CreateRequest, SandboxError, parse_create
 
 _CANCELLABLE = frozenset({"pending", "staged"})
+_DOCUMENTED_CANCELLABLE = frozenset({"pending"})
+HISTORY_MAX_PAGE_SIZE = 100
+UNLIMITED_CREDIT_USD = 1_000_000.0
+"""The balance shown when the sandbox runs without a credit limit (it still goes down with spend)."""
 _INJECTED_5XX = (500, 502, 503)
 
 
@@ -147,20 +152,28 @@ class SandboxEngine:
         faults = self.faults
         self._maybe_inject_create_5xx(key, faults)
         self._maybe_burst_429(key_owner, key, faults)
-        self.limits.check_rate_and_concurrency(key_owner)
-        self.limits.task_started(key_owner)  # holds the concurrency slot across the image fetch
+        staged = self.limits.check_rate_and_concurrency(key_owner, stage=self.settings.over_limit == "stage")
+        if not staged:
+            self.limits.task_started(key_owner)  # holds the concurrency slot across the image fetch
+        bad_image: str | None = None
         try:
-            image = await fetch_image(
-                self.session(),
-                request.image,
-                max_bytes=self.settings.max_image_bytes,
-                timeout_s=self.settings.fetch_timeout_s,
-                max_side_px=self.settings.max_side_px,
-            )
-            price = price_usd(image.pixels)
+            try:
+                image = await fetch_image(
+                    self.session(),
+                    request.image,
+                    max_bytes=self.settings.max_image_bytes,
+                    timeout_s=self.settings.fetch_timeout_s,
+                    max_side_px=self.settings.max_side_px,
+                )
+            except SandboxError as exc:
+                if self.settings.bad_image != "fail":
+                    raise
+                image, bad_image = NO_IMAGE, exc.message  # accepted now, fails when run
+            price = price_usd(image.pixels) if bad_image is None else 0.0
             self.limits.reserve(price)
         except BaseException:
-            self.limits.task_ended(key_owner)
+            if not staged:
+                self.limits.task_ended(key_owner)
             raise
         task = SandboxTask(
             task_id=str(uuid.uuid4()),
@@ -170,12 +183,20 @@ class SandboxEngine:
             image=image,
             price_usd=price,
             created_mono=time.monotonic(),
+            status="staged" if staged else "pending",
+            bad_image=bad_image,
+            holds_slot=not staged,
         )
         task.create_response = self._response_fate(task, faults)
         self.tasks[task.task_id] = task
         self.stats.tasks_created += 1
+        self.stats.tasks_staged += staged
         snapshot = task.to_json()
-        self._log.info("task_created", task_id=task.task_id, pixels=image.pixels, fate=task.create_response)
+        if not staged:  # the documented create answer says "" where a GET would say pending
+            snapshot["status"] = self.settings.create_status
+        self._log.info(
+            "task_created", task_id=task.task_id, pixels=image.pixels, fate=task.create_response, status=task.status
+        )
         self._webhooks.notify(task)
         task.runner = self._background.spawn(self._lifecycle.run(task), name=f"task-{task.task_id}")
         return Created(task=snapshot, fate=task.create_response)
@@ -234,15 +255,66 @@ class SandboxEngine:
             raise
 
     def cancel(self, api_key: str | None, task_id: str) -> dict[str, Any]:
-        """Cancel a pending task: it ends `failed` with "task cancelled by user" (only failed and
-        completed are final in the contract, so a client never waits on a status it does not know)."""
+        """Cancel a task; the answer's envelope, or SandboxError(400) with the reason it cannot be.
+
+        "documented": only a pending task ("once a task has entered the processing state, it can no
+        longer be canceled"), answered without data; the task then reads `canceled`.
+        "legacy": pending or staged, answered with the task, which ends failed."""
         task = self._owned(self.authenticate(api_key), task_id)
-        if task.status not in _CANCELLABLE:
-            raise SandboxError(400, f"only pending tasks can be cancelled; this one is {task.status}")
+        documented = self.settings.cancel == "documented"
+        if task.status not in (_DOCUMENTED_CANCELLABLE if documented else _CANCELLABLE):
+            raise SandboxError(400, f"task {task_id} is {task.status} and can no longer be canceled")
         if task.runner is not None:
             task.runner.cancel()
-        self._lifecycle.fail(task, CANCELLED)
-        return task.to_json()
+        if not documented:
+            self._lifecycle.fail(task, CANCELLED)
+            return {"code": 200, "data": task.to_json(), "message": "success"}
+        self._lifecycle.cancel(task, "canceled")
+        return {"code": 200, "message": f"task {task_id} canceled"}
+
+    def history(self, api_key: str | None, query: Mapping[str, str]) -> dict[str, Any]:
+        """GET /api/open/tasks/histories: this key's tasks, oldest first, filtered and paged."""
+        owner = self.authenticate(api_key)
+        page = _int_param(query, "page", 1)
+        size = _int_param(query, "page_size", 10)
+        if page < 1 or size < 1:
+            raise SandboxError(400, "page and page_size must be at least 1")
+        if size > HISTORY_MAX_PAGE_SIZE:
+            raise SandboxError(400, f"page_size must be at most {HISTORY_MAX_PAGE_SIZE}")
+        start = _int_param(query, "start_time", 0)
+        end = _int_param(query, "end_time", 0)
+        # The history's model names are spelled like "image_toolkit"; every sandbox task is one.
+        model = query.get("model", "").lower().replace("_", "-")
+        rows = [
+            t
+            for t in self.tasks.values()
+            if t.owner == owner
+            and model in MODEL.lower()
+            and t.created_at.timestamp() >= start
+            and (not end or t.created_at.timestamp() <= end)
+        ]
+        chosen = rows[(page - 1) * size : page * size]
+        return {
+            "code": 200,
+            "data": {"tasks": [t.history_row() for t in chosen], "page": page, "page_size": size, "total": len(rows)},
+            "message": "success",
+        }
+
+    def account(self, api_key: str | None) -> dict[str, Any]:
+        """GET /account/info: the balance left (credit minus what completed and running tasks hold)."""
+        owner = self.authenticate(api_key)
+        left = self.limits.credit_left_usd
+        usd = UNLIMITED_CREDIT_USD - self.limits.spent_usd if left is None else left
+        return {
+            "code": 200,
+            "data": {
+                "account_name": "sandbox",
+                "account_id": hashlib.sha256(owner.encode()).hexdigest()[:12],
+                "credits": round(usd * CONSUME_PER_USD),
+                "equivalent_in_usd": round(usd, 6),
+            },
+            "message": "success",
+        }
 
     def _owned(self, owner: str, task_id: str) -> SandboxTask:
         task = self.tasks.get(task_id)
@@ -268,3 +340,13 @@ class SandboxEngine:
 
     def tasks_json(self) -> list[dict[str, Any]]:
         return [task.summary() for task in self.tasks.values()]
+
+
+def _int_param(query: Mapping[str, str], name: str, default: int) -> int:
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SandboxError(400, f"{name} must be an integer") from None

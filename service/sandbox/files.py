@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from service.sandbox.api import engine_of
@@ -17,7 +17,12 @@ _OUTPUT_NAME = re.compile(r"^[0-9a-f-]{36}\.png$")
 
 async def output_file(request: Request) -> Response:
     name = request.path_params["name"]
-    data = engine_of(request).output(name) if _OUTPUT_NAME.match(name) else None
+    engine = engine_of(request)
+    redirect_host = engine.settings.output_redirect_host
+    if redirect_host is not None and (request.url.hostname or "").lower() == redirect_host.lower():
+        # Asked under the second host name: send the client on to where the file is served.
+        return RedirectResponse(f"{engine.settings.base_url}/temp/{name}", status_code=302)
+    data = engine.output(name) if _OUTPUT_NAME.match(name) else None
     if data is None:
         return plain(404, "not found")
     return Response(data, media_type="image/png", headers={"x-sandbox-note": SYNTHETIC_NOTE})

@@ -54,9 +54,15 @@ class AccountLimits:
     def credit_left_usd(self) -> float | None:
         return None if self._credit is None else max(0.0, self._credit - self._spent)
 
-    def check_rate_and_concurrency(self, key: str) -> None:
-        """Raise SandboxError(429) over either limit; a token is spent only when both pass."""
-        if self._concurrency and self._active[key] >= self._concurrency:
+    @property
+    def spent_usd(self) -> float:
+        return self._spent
+
+    def check_rate_and_concurrency(self, key: str, *, stage: bool = False) -> bool:
+        """Raise SandboxError(429) over either limit; a token is spent only when both pass. With
+        `stage`, a create over the concurrency limit is not refused: True says it must be staged."""
+        over = bool(self._concurrency and self._active[key] >= self._concurrency)
+        if over and not stage:
             raise SandboxError(429, "too many requests: concurrency limit reached", self._busy_retry_after)
         if self._rate:
             bucket = self._buckets.get(key)
@@ -66,10 +72,12 @@ class AccountLimits:
             wait = bucket.take(self._clock())
             if wait is not None:
                 raise SandboxError(429, "too many requests: rate limit reached", wait)
+        return over
 
     def reserve(self, price_usd: float) -> None:
         """Hold the task's price against the credit; SandboxError(402) when it does not fit."""
-        if self._credit is not None and self._spent + price_usd > self._credit + 1e-9:
+        spent_out = self._credit is not None and self._credit - self._spent < 0.005  # under a cent: nothing runs
+        if spent_out or (self._credit is not None and self._spent + price_usd > self._credit + 1e-9):
             raise SandboxError(402, "insufficient credit")
         self._spent += price_usd
 

@@ -7,6 +7,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 _MB = 1024 * 1024
 
@@ -24,7 +25,16 @@ FAULT_KINDS = (
     "task_fail_retryable",
     "get_5xx",
     "output_expire_early",
+    "external_cancel",
+    "temporary_urls",
+    "base64_outputs",
+    "multi_mask",
 )
+COUNT_FIELDS = ("burst_429_length", "multi_mask_count")
+"""FaultSettings fields that are whole numbers (sizes), neither probabilities nor seconds."""
+OVER_LIMIT_MODES = ("429", "stage")
+BAD_IMAGE_MODES = ("fail", "400")
+CANCEL_MODES = ("documented", "legacy")
 
 
 @dataclass(frozen=True)
@@ -47,11 +57,19 @@ class FaultSettings:
     task_fail_retryable: float = 0.0
     get_5xx: float = 0.0
     output_expire_early: float = 0.0
+    # Variants the provider's documentation and public clients show (not faults, but chosen per
+    # task like them): a task cancelled outside segflow (either spelling), masks only under
+    # `temporary_image_urls`, masks only inline as `image_base64s`, several masks for one task.
+    external_cancel: float = 0.0
+    temporary_urls: float = 0.0
+    base64_outputs: float = 0.0
+    multi_mask: float = 0.0
+    multi_mask_count: int = 4
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name == "burst_429_length":
+            if f.name in COUNT_FIELDS:
                 _require(
                     isinstance(value, int) and not isinstance(value, bool) and value >= 1,
                     f.name,
@@ -93,6 +111,21 @@ class SandboxSettings:
     concurrency_limit: int = 0
     rate_limit_per_s: float = 0.0
     credit_usd: float | None = None
+    # Over the concurrency limit a create is answered 429, or accepted as `staged` until a slot frees
+    # (the provider documents the status, not which one it does).
+    over_limit: str = "429"
+    # The documented create example answers status "" (its webhooks and GETs then say pending).
+    create_status: str = ""
+    # An image that cannot be used fails its task after the create ("fail", what the documentation
+    # points to: the create returns at once) or is refused with 400 at the create.
+    bad_image: str = "fail"
+    # "documented": only pending tasks are cancelled, answered {"code": 200, "message": "task <id>
+    # canceled"} with no data, the task then reads `canceled`; "legacy": pending or staged, answered
+    # with the task, which ends failed ("task cancelled by user").
+    cancel: str = "documented"
+    # Output URLs name this host instead (same port), which answers 302 to the real one: a redirect
+    # from a second host name, as a CDN in front of the provider's storage would do.
+    output_redirect_host: str | None = None
     fetch_timeout_s: float = 10.0
     max_image_bytes: int = 20 * _MB
     max_side_px: int = 3072
@@ -119,6 +152,16 @@ class SandboxSettings:
         _require(self.concurrency_limit >= 0, "concurrency_limit", "must be >= 0")
         _require(self.rate_limit_per_s >= 0, "rate_limit_per_s", "must be >= 0")
         _require(self.credit_usd is None or self.credit_usd >= 0, "credit_usd", "must be >= 0")
+        _require(self.over_limit in OVER_LIMIT_MODES, "over_limit", "must be 429 or stage")
+        _require(self.bad_image in BAD_IMAGE_MODES, "bad_image", "must be fail or 400")
+        _require(self.cancel in CANCEL_MODES, "cancel", "must be documented or legacy")
+        _require(self.create_status in ("", "pending"), "create_status", "must be '' or pending")
+        _require(
+            self.output_redirect_host is None
+            or (bool(self.output_redirect_host) and "/" not in self.output_redirect_host),
+            "output_redirect_host",
+            "must be a host name",
+        )
         _require(self.fetch_timeout_s > 0, "fetch_timeout_s", "must be > 0")
         _require(self.max_image_bytes > 0, "max_image_bytes", "must be > 0")
         _require(self.max_side_px > 0, "max_side_px", "must be > 0")
@@ -129,6 +172,15 @@ class SandboxSettings:
     def base_url(self) -> str:
         """Where output and sample URLs point: public_url, else the listening address."""
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def output_base_url(self) -> str:
+        """Where output URLs point: base_url, with its host replaced by output_redirect_host if set."""
+        if self.output_redirect_host is None:
+            return self.base_url
+        parts = urlsplit(self.base_url)
+        port = f":{parts.port}" if parts.port else ""
+        return urlunsplit((parts.scheme, f"{self.output_redirect_host}{port}", parts.path, "", ""))
 
     def with_overrides(self, **overrides: Any) -> SandboxSettings:
         """A copy with fields changed; fault names (e.g. webhook_drop=1.0) go into `faults`."""
@@ -141,6 +193,10 @@ class SandboxSettings:
         if fault_updates:
             top["faults"] = top.get("faults", self.faults).with_updates(fault_updates)
         return dataclasses.replace(self, **top)
+
+
+def _is_host_name(value: str) -> bool:
+    return bool(value) and not any(c in value for c in "/:@ ")
 
 
 def _is_number(value: object) -> bool:

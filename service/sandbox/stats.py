@@ -9,12 +9,14 @@ from typing import Any
 
 from service.sandbox.settings import FAULT_KINDS
 
+_STATUSES = ("staged", "pending", "processing", "completed", "failed", "cancelled", "canceled")
 WEBHOOK_COUNTERS = ("sent", "delivered", "failed", "retried", "dropped", "duplicated", "delayed", "reordered")
 
 
 @dataclass
 class SandboxStats:
     tasks_created: int = 0
+    tasks_staged: int = 0  # accepted over the concurrency limit (over_limit="stage")
     creates_rejected: Counter[int] = field(default_factory=Counter)
     gets: int = 0
     gets_rejected: Counter[int] = field(default_factory=Counter)
@@ -35,7 +37,8 @@ class SandboxStats:
         by_status = Counter(statuses)
         return {
             "tasks_created": self.tasks_created,
-            "tasks_by_status": {s: by_status.get(s, 0) for s in ("pending", "processing", "completed", "failed")},
+            "tasks_staged": self.tasks_staged,
+            "tasks_by_status": {s: by_status.get(s, 0) for s in _STATUSES},
             "creates_rejected": {str(code): n for code, n in sorted(self.creates_rejected.items())},
             "gets": self.gets,
             "gets_rejected": {str(code): n for code, n in sorted(self.gets_rejected.items())},

@@ -1,20 +1,20 @@
-"""The store: one interface (`base.Store`), a SQLite and a PostgreSQL implementation."""
+"""The store: one `Store` over a driver per database (SQLite, PostgreSQL)."""
 
 from __future__ import annotations
 
-from service.store.base import Store
+from service.store.store import IdempotencyConflict, Store, StoreError
 
-__all__ = ["Store", "open_store_for"]
+__all__ = ["IdempotencyConflict", "Store", "StoreError", "open_store_for"]
 
 
 def open_store_for(database_url: str, *, group_commit_max: int = 256) -> Store:
-    """The store implementation a database URL names (not yet opened)."""
+    """The store a database URL names (not yet opened)."""
     if database_url.startswith("sqlite:///"):
-        from service.store.sqlite import SqliteStore
+        from service.store.sqlite import SqliteDriver
 
-        return SqliteStore(database_url.removeprefix("sqlite:///"), group_commit_max=group_commit_max)
+        return Store(SqliteDriver(database_url.removeprefix("sqlite:///")), group_commit_max=group_commit_max)
     if database_url.startswith(("postgresql://", "postgres://")):
-        from service.store.postgres import PostgresStore
+        from service.store.postgres import PostgresDriver
 
-        return PostgresStore(database_url, group_commit_max=group_commit_max)
+        return Store(PostgresDriver(database_url), group_commit_max=group_commit_max)
     raise ValueError("database URL must be sqlite:///PATH or postgresql://…")

@@ -1,234 +1,202 @@
-"""Rows in and out of the database, shared by both stores: decoding, and turning a `Change` into the
-parameters of one compare-and-set."""
+"""Rows in and out of the database, for both dialects: records decoded by column name, and a
+group of transitions planned in memory as the parameters of a few `executemany` calls."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import orjson
 
-from service.callback_events import OutboxEvent, job_event
-from service.states import State, transition
-from service.store.base import (
+from service.callback_events import job_event
+from service.jobs import (
     JOB_COLUMNS,
     MUTABLE_COLUMNS,
-    ArtifactRow,
     BatchRow,
     BatchSummary,
-    Change,
+    DecideFn,
+    DeliveryRow,
+    DeliveryState,
     EventRow,
     JobInput,
     JobRow,
+    OutboxEvent,
     Outcome,
+    SubscriptionRow,
     TaskRow,
 )
+from service.states import State, transition
+from service.store.driver import Row
 
-__all__ = ["JOB_COLUMNS", "Plan", "batch", "job", "plan", "sql_states"]
-
-
-def sql_states(states: frozenset[State]) -> str:
-    """States as an SQL list in the state machine's order: the same text every run, so a query
-    matches its partial index's WHERE (SQLite uses a partial index only for a matching condition)."""
-    return ", ".join(f"'{s.value}'" for s in State if s in states)
-
-
+R = TypeVar("R")
 _STATES = {s.value: s for s in State}
+_MUTABLE = frozenset(MUTABLE_COLUMNS)
 
 
-def job(row: Iterable[Any]) -> JobRow:
-    values = list(row)
-    values[8] = orjson.loads(values[8]) if values[8] else None  # metadata
-    values[9] = _STATES[values[9]]  # state
-    values[21] = tuple(orjson.loads(values[21])) if values[21] else ()  # output_urls
-    return JobRow(*values)
+def _loads(text: str | None) -> Any:
+    return orjson.loads(text) if text else None
 
 
-def batch(row: Iterable[Any]) -> BatchRow:
-    return BatchRow(*row)
+def record(cls: type[R], row: Row) -> R:
+    """A record whose fields are columns of the same names."""
+    return cls(**{f: row[f] for f in cls.__dataclass_fields__})  # type: ignore[attr-defined]
 
 
-def batch_summaries(batches: Sequence[BatchRow], counts: Iterable[Iterable[Any]]) -> list[BatchSummary]:
-    """Summaries of `batches` from (batch_id, state, jobs, spend) rows, in the batches' order."""
-    found: dict[str, dict[str, int]] = {b.id: {} for b in batches}
-    spend: dict[str, float] = dict.fromkeys(found, 0.0)
-    for batch_id, state, n, price in counts:
-        found[batch_id][state] = int(n)
-        spend[batch_id] += float(price)
-    return [BatchSummary(b, found[b.id], round(spend[b.id], 6)) for b in batches]
+def _fields(row: Row) -> dict[str, Any]:
+    values = {c: row[c] for c in JOB_COLUMNS}
+    values["metadata"] = _loads(values["metadata"])
+    values["state"] = _STATES[values["state"]]
+    values["output_urls"] = tuple(_loads(values["output_urls"]) or ())
+    return values
 
 
-def batch_params(b: BatchRow) -> tuple[Any, ...]:
-    return (b.id, b.tenant, b.callback_url, b.idempotency_key, b.request_hash, b.total, b.created_at)
+def job(row: Row) -> JobRow:
+    return JobRow(**_fields(row))
 
 
-def new_job_params(job_id: str, b: BatchRow, seq: int, item: JobInput, now: float) -> tuple[Any, ...]:
+def task(row: Row) -> TaskRow:
+    return record(TaskRow, row)
+
+
+def event(row: Row) -> EventRow:
+    return dataclasses.replace(record(EventRow, {**row, "detail": None}), detail=_loads(row["detail"]))
+
+
+def subscription(row: Row) -> SubscriptionRow:
+    types = tuple(orjson.loads(row["event_types"]))
+    return record(SubscriptionRow, {**row, "event_types": types, "asymmetric": bool(row["ed25519"])})
+
+
+def delivery(row: Row) -> DeliveryRow:
+    return record(DeliveryRow, {**row, "asymmetric": bool(row["ed25519"]), "state": DeliveryState(row["state"])})
+
+
+def gauge_counts(jobs: Iterable[Row], others: Row) -> Mapping[str, float]:
+    """{live state: jobs} (zeros included), deliveries_pending, deliveries_dead and
+    oldest_live_created_at (0 when no job is live), from `gauge_jobs` and `gauge_others`."""
+    out: dict[str, float] = {s.value: 0 for s in State if not s.is_terminal}
+    out.update({str(r["state"]): int(r["n"]) for r in jobs})
+    out["deliveries_pending"] = int(others["deliveries_pending"] or 0)
+    out["deliveries_dead"] = int(others["deliveries_dead"] or 0)
+    out["oldest_live_created_at"] = float(others["oldest_live_created_at"] or 0.0)
+    return out
+
+
+def counts(found: Iterable[Row]) -> dict[str, tuple[dict[str, int], float]]:
+    """Per batch, its jobs by state and its spend, from `batches_counts` rows."""
+    out: dict[str, tuple[dict[str, int], float]] = {}
+    for r in found:
+        by_state, spend = out.get(r["batch_id"], ({}, 0.0))
+        by_state[r["state"]] = int(r["jobs"])
+        out[r["batch_id"]] = (by_state, spend + float(r["spend"]))
+    return out
+
+
+def summaries(batches: Sequence[BatchRow], found: Iterable[Row]) -> list[BatchSummary]:
+    """Summaries of `batches` from `batches_counts` rows, in the batches' order."""
+    per = counts(found)
+    return [BatchSummary(b, *_rounded(per.get(b.id, ({}, 0.0)))) for b in batches]
+
+
+def _rounded(c: tuple[dict[str, int], float]) -> tuple[dict[str, int], float]:
+    return c[0], round(c[1], 6)
+
+
+def params(obj: Any) -> tuple[Any, ...]:
+    """A record's fields in declaration order: the parameters of its INSERT."""
+    return dataclasses.astuple(obj)
+
+
+def new_job(job_id: str, b: BatchRow, seq: int, item: JobInput, now: float) -> tuple[Any, ...]:
     metadata = orjson.dumps(dict(item.metadata)).decode() if item.metadata is not None else None
-    return (
-        job_id,
-        b.id,
-        b.tenant,
-        seq,
-        item.image,
-        item.prompt,
-        item.negative_prompt,
-        item.segment_factor,
-        metadata,
-        now,
-        now,
-    )
+    return (job_id, b.id, b.tenant, seq, *params(item)[:4], metadata, now, item.trace_context)
 
 
-def task(row: Iterable[Any]) -> TaskRow:
-    return TaskRow(*row)
+def outbox(e: OutboxEvent) -> tuple[Any, ...]:
+    return (e.id, e.tenant, e.type, e.batch_id, e.job_id, e.payload, e.created_at, e.trace_context)
 
 
-def event(row: Iterable[Any]) -> EventRow:
-    values = list(row)
-    values[7] = orjson.loads(values[7]) if values[7] else None
-    return EventRow(*values)
-
-
-def artifact(row: Iterable[Any]) -> ArtifactRow:
-    return ArtifactRow(*row)
-
-
-def outbox_params(e: OutboxEvent) -> tuple[Any, ...]:
-    return (e.id, e.tenant, e.type, e.batch_id, e.job_id, e.payload, e.created_at)
-
-
-def flow_counts(row: Iterable[Any]) -> Mapping[str, int]:
-    by_webhook, by_poll, adopted, tasks, jobs_with_tasks, ambiguous = (int(v or 0) for v in row)
-    return {
-        "completed_by_webhook": by_webhook,
-        "completed_by_poll": by_poll,
-        "tasks_adopted": adopted,
-        "tasks_created": tasks,
-        "duplicate_tasks": tasks - jobs_with_tasks,
-        "ambiguous_creates": ambiguous,
-    }
-
-
-@dataclass(frozen=True, slots=True)
-class Plan:
-    """One job's compare-and-set, ready for a driver: SQL is `UPDATE jobs SET state, updated_at,
-    <columns> WHERE id AND state`, parameters in that order."""
-
-    columns: tuple[str, ...]
-    update_params: tuple[Any, ...]
-    task_params: tuple[Any, ...] | None
-    artifact_params: list[tuple[Any, ...]]
-    event_params: tuple[Any, ...] | None
-    after: JobRow
-    outbox: OutboxEvent | None
-
-
-def plan(current: JobRow, change: Change, now: float) -> Plan | None:
-    """The writes that apply `change` to `current`, or None when its event does not apply."""
-    to_state = current.state if change.event is None else transition(current.state, change.event)
-    if to_state is None:
-        return None
-    cols = dict(change.set)
-    unknown = set(cols) - MUTABLE_COLUMNS
-    if unknown:
-        raise ValueError(f"not a mutable job column: {sorted(unknown)}")
-    if to_state.is_terminal and to_state != current.state:
-        cols.setdefault("finished_at", now)
-        cols.setdefault("lease_owner", None)
-        cols.setdefault("lease_until", None)
-        cols.setdefault("next_check_at", None)
-    columns = tuple(sorted(cols))
-    encoded = [_encode(c, cols[c]) for c in columns]
-    update_params = (to_state.value, now, *encoded, current.id, current.state.value)
-    task_params = None
-    if change.task is not None:
-        t = change.task
-        task_params = (t.task_id, current.id, t.attempt, t.origin, t.status, now, now)
-    artifact_params = [
-        (
-            a.job_id,
-            a.idx,
-            a.sha256,
-            a.bytes,
-            a.width,
-            a.height,
-            a.path,
-            a.source_url,
-            a.content_type,
-            a.created_at,
-        )
-        for a in change.artifacts
-    ]
-    event_params = None
-    if to_state != current.state or change.note:
-        name = change.event.value if change.event is not None else str(change.note)
-        detail = orjson.dumps(dict(change.detail)).decode() if change.detail else None
-        event_params = (current.id, now, name, current.state.value, to_state.value, change.source, detail)
-    typed: dict[str, Any] = {c: (tuple(v) if c == "output_urls" else v) for c, v in cols.items()}
-    after = dataclasses.replace(current, state=to_state, updated_at=now, **typed)
-    outbox = job_event(after, change.artifacts, now) if to_state != current.state else None
-    return Plan(columns, update_params, task_params, artifact_params, event_params, after, outbox)
-
-
-def _encode(column: str, value: Any) -> Any:
-    if column == "output_urls":
-        return orjson.dumps(list(value)).decode()
-    return value
+_SLOT = {c: i for i, c in enumerate(MUTABLE_COLUMNS)}
+_URLS = _SLOT["output_urls"]
 
 
 @dataclass
 class GroupPlan:
     """A group of transitions decided in order against the rows as the group changes them: each
-    changed job is then written once (guarded by the state it had when the group read it)."""
+    changed job is then written once, guarded by the state it had when the group read it."""
 
-    results: list[tuple[bool, Any]]
-    changed: dict[str, JobRow]
-    read_states: dict[str, State]
-    task_params: list[tuple[Any, ...]]
-    event_params: list[tuple[Any, ...]]
-    artifact_params: list[tuple[Any, ...]]
-    outbox: list[OutboxEvent]
-
-    def job_rows(self, mutable: tuple[str, ...]) -> list[tuple[Any, ...]]:
-        """Parameters of `UPDATE jobs SET state, updated_at, <mutable…> WHERE id AND state`."""
-        out = []
-        for job_id, job in self.changed.items():
-            values = [_encode(c, getattr(job, c)) for c in mutable]
-            out.append((job.state.value, job.updated_at, *values, job_id, self.read_states[job_id].value))
-        return out
+    now: float
+    results: list[tuple[bool, Any]] = field(default_factory=list)
+    changed: dict[str, JobRow] = field(default_factory=dict)
+    updates: dict[str, list[Any]] = field(default_factory=dict)  # job id: `update_job` parameters
+    entered: set[State] = field(default_factory=set)  # the states some job of the group moved into
+    tasks: list[tuple[Any, ...]] = field(default_factory=list)
+    events: list[tuple[Any, ...]] = field(default_factory=list)
+    artifacts: list[tuple[Any, ...]] = field(default_factory=list)
+    outbox: list[OutboxEvent] = field(default_factory=list)
 
 
 def plan_group(
-    group: Sequence[tuple[str, Any, str | None]],
-    jobs: dict[str, JobRow],
-    tasks: dict[str, TaskRow],
+    group: Iterable[tuple[str, DecideFn, str | None]],
+    found: Iterable[Row],
+    tasks: Mapping[str, TaskRow],
     now: float,
 ) -> GroupPlan:
-    """Run each (job_id, decide, task_id) in order; `jobs` and `tasks` hold the rows read for the
-    group and are updated in place as decisions apply."""
-    gp = GroupPlan([], {}, {i: j.state for i, j in jobs.items()}, [], [], [], [])
+    """Run each (job_id, decide, task_id) in order against the `found` job rows, each decision
+    seeing what the earlier ones changed (jobs and tasks alike)."""
+    gp = GroupPlan(now)
+    values: dict[str, dict[str, Any]] = {}
+    jobs: dict[str, JobRow] = {}
+    for r in found:  # each job kept as its fields, its record, and its row as stored
+        v = values[r["id"]] = _fields(r)
+        jobs[v["id"]] = JobRow(**v)
+        gp.updates[v["id"]] = ["", now, *(r[c] for c in MUTABLE_COLUMNS), v["id"], r["state"]]
+    known = dict(tasks)
     for job_id, decide, task_id in group:
-        job = jobs.get(job_id)
+        current = jobs.get(job_id)
         try:
-            change = decide(job, tasks.get(task_id) if task_id else None)
+            change = decide(current, known.get(task_id) if task_id else None)
         except Exception as exc:  # noqa: BLE001 - the error belongs to that transition's caller
             gp.results.append((False, exc))
             continue
-        p = plan(job, change, now) if job is not None and change is not None else None
-        if job is None or p is None:
-            gp.results.append((True, Outcome(job, job, False)))
+        to_state = None
+        if current is not None and change is not None:
+            to_state = current.state if change.event is None else transition(current.state, change.event)
+        if current is None or change is None or to_state is None:
+            gp.results.append((True, Outcome(current, current, False)))
             continue
-        jobs[job_id] = gp.changed[job_id] = p.after
-        if p.task_params:
-            t = p.task_params
-            gp.task_params.append(t)
-            tasks[t[0]] = TaskRow(t[0], t[1], t[2], t[3], t[4], t[5], t[6])
-        gp.artifact_params.extend(p.artifact_params)
-        if p.event_params:
-            gp.event_params.append(p.event_params)
-        if p.outbox is not None:
-            gp.outbox.append(p.outbox)
-        gp.results.append((True, Outcome(job, p.after, True)))
+        cols = change.set
+        if not cols.keys() <= _MUTABLE:
+            raise ValueError(f"not a mutable job column: {sorted(cols.keys() - _MUTABLE)}")
+        moved = to_state is not current.state
+        if moved and to_state.is_terminal and "finished_at" not in cols:
+            cols = {**cols, "finished_at": now}
+        v = values[job_id]
+        v.update(cols, state=to_state, updated_at=now)
+        update = gp.updates[job_id]
+        for c, value in cols.items():
+            update[2 + _SLOT[c]] = value
+        if "output_urls" in cols:
+            v["output_urls"] = tuple(cols["output_urls"])
+            update[2 + _URLS] = orjson.dumps(list(cols["output_urls"])).decode()
+        update[0] = to_state.value
+        after = jobs[job_id] = gp.changed[job_id] = JobRow(**v)
+        if (t := change.task) is not None:
+            gp.tasks.append((t.task_id, job_id, t.attempt, t.origin, t.status, now, now))
+            known[t.task_id] = TaskRow(t.task_id, job_id, t.attempt, t.origin, t.status, now, now)
+        if change.artifacts:
+            gp.artifacts.extend(params(a) for a in change.artifacts)
+        if moved or change.note:
+            name = change.event.value if change.event is not None else str(change.note)
+            detail = orjson.dumps(change.detail).decode() if change.detail else None
+            gp.events.append((job_id, now, name, current.state.value, to_state.value, change.source, detail))
+        if moved:
+            gp.entered.add(to_state)
+            if to_state.is_terminal and (e := job_event(after, change.artifacts, now)) is not None:
+                gp.outbox.append(e)
+        gp.results.append((True, Outcome(current, after, True)))
+    for unchanged in gp.updates.keys() - gp.changed.keys():
+        del gp.updates[unchanged]
     return gp

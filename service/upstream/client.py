@@ -8,8 +8,10 @@ failures *before* the request left (transient: nothing happened upstream) and *a
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import urlencode
 
 import aiohttp
 import orjson
@@ -23,14 +25,39 @@ from service.upstream.errors import (
     UpstreamRejected,
     UpstreamTransient,
 )
-from service.upstream.wire import CreateRequest, TaskSnapshot, WireError, decode_envelope
+from service.upstream.wire import (
+    AccountInfo,
+    CreateRequest,
+    HistoryPage,
+    TaskSnapshot,
+    WireError,
+    decode_account,
+    decode_envelope_bytes,
+    decode_history,
+    envelope_error,
+)
 
 log = structlog.get_logger("segflow.upstream")
+_T = TypeVar("_T")
 
 # Raised only while connecting, before a byte of the request was sent.
 _BEFORE_SEND = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
 # Raised once the request may have reached the upstream.
 _AFTER_SEND = (aiohttp.ClientError, TimeoutError)
+
+
+MAX_PAGE_SIZE = 100
+"""The history endpoint's documented largest page; more is an error upstream, so refused here."""
+HISTORY_MODEL = "image_toolkit"
+
+
+@dataclass(frozen=True)
+class CancelAnswer:
+    """What the upstream said to a cancel: accepted, or refused with its reason (the task is
+    past `pending`, or unknown)."""
+
+    accepted: bool
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -49,6 +76,7 @@ class UpstreamClient:
         *,
         timeouts: UpstreamTimeouts | None = None,
         pool_size: int = 100,
+        trace_configs: Sequence[aiohttp.TraceConfig] = (),
         max_body_bytes: int = 1_048_576,
     ) -> None:
         self.base_url = base_url.rstrip("/")
@@ -57,6 +85,7 @@ class UpstreamClient:
         self._pool_size = pool_size
         self._max_body = max_body_bytes
         self._session: aiohttp.ClientSession | None = None
+        self._trace_configs = list(trace_configs)
 
     def __repr__(self) -> str:
         return f"UpstreamClient({self.base_url!r}, api_key=[redacted])"
@@ -69,6 +98,7 @@ class UpstreamClient:
                 timeout=timeout,
                 headers={"x-api-key": self._api_key},
                 json_serialize=lambda o: orjson.dumps(o).decode(),
+                trace_configs=self._trace_configs or None,
             )
 
     async def close(self) -> None:
@@ -92,14 +122,45 @@ class UpstreamClient:
         status, body = await self._call("GET", f"/api/v1/task/{task_id}", None, idempotent=True)
         return self._task(status, body, idempotent=True)
 
-    async def cancel_task(self, task_id: str) -> bool:
-        """DELETE /api/v1/task/{id}, best effort: True if accepted, False if the task can't be cancelled."""
+    async def cancel_task(self, task_id: str) -> CancelAnswer:
+        """DELETE /api/v1/task/{id}. Only a pending task can be cancelled; the documented answer is
+        `{"code": 200, "message": "task <id> canceled"}` with no `data`. A 4xx other than 401/403/429
+        (or an envelope error code) is a refusal with the provider's reason; 429 and 5xx raise."""
         status, body = await self._call("DELETE", f"/api/v1/task/{task_id}", None, idempotent=True)
-        if status < 300:
-            return True
-        if status == 400:
-            return False
-        raise self._refusal(status, body, None)
+        refused = envelope_error(body)
+        if status < 300 and refused is None:
+            return CancelAnswer(True, _message(body))
+        if status < 300 and refused is not None:
+            status = refused[0] if 400 <= refused[0] < 600 else 400
+        if status in (401, 403, 429) or status >= 500:
+            raise self._refusal(status, body, None)
+        return CancelAnswer(False, _message(body) or f"refused with {status}")
+
+    async def list_tasks(
+        self, start: float, end: float, *, page: int = 1, page_size: int = MAX_PAGE_SIZE
+    ) -> HistoryPage:
+        """GET /api/open/tasks/histories: one page of this account's segment tasks created between
+        `start` and `end` (unix seconds). `page_size` above 100 is refused before anything is sent."""
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise ValueError(f"page_size must be in 1..{MAX_PAGE_SIZE}")
+        if page < 1:
+            raise ValueError("page must be >= 1")
+        query = urlencode(
+            {
+                "page": page,
+                "page_size": page_size,
+                "model": HISTORY_MODEL,
+                "start_time": int(start),
+                "end_time": int(end),
+            }
+        )
+        status, body = await self._call("GET", f"/api/open/tasks/histories?{query}", None, idempotent=True)
+        return self._decoded(status, body, decode_history)
+
+    async def account_info(self) -> AccountInfo:
+        """GET /account/info: the account and its usable balance (`equivalent_in_usd`)."""
+        status, body = await self._call("GET", "/account/info", None, idempotent=True)
+        return self._decoded(status, body, decode_account)
 
     async def _call(
         self, method: str, path: str, payload: dict[str, Any] | None, *, idempotent: bool
@@ -144,14 +205,28 @@ class UpstreamClient:
         return UpstreamRejected(status, message)
 
     def _task(self, status: int, body: bytes, *, idempotent: bool) -> TaskSnapshot:
+        return self._decoded(status, body, decode_envelope_bytes, idempotent=idempotent)
+
+    def _decoded(self, status: int, body: bytes, decode: Callable[[bytes], _T], *, idempotent: bool = True) -> _T:
+        """A 200's body, decoded. An envelope error code without data is sorted like an HTTP status
+        (a refused create is then known not to exist, never ambiguous); garbage is transient for a
+        read and ambiguous for a create (the task may exist)."""
         garbage = UpstreamTransient if idempotent else UpstreamAmbiguous
         if status != 200:
             raise garbage(f"unexpected status {status}")
         try:
-            return decode_envelope(orjson.loads(body))
-        except (orjson.JSONDecodeError, WireError) as exc:
-            what = str(exc) if isinstance(exc, WireError) else "not JSON"
-            raise garbage(f"undecodable answer: {what}") from None
+            return decode(body)
+        except WireError as exc:
+            refused = envelope_error(body)
+            if refused is not None:
+                raise self._refusal(_as_http_status(refused[0]), body, None) from None
+            raise garbage(f"undecodable answer: {exc}") from None
+
+
+def _as_http_status(code: int) -> int:
+    """An envelope code as an HTTP status: codes in 400..599 are one; anything else (the provider's
+    own numbers such as 10000) says "not done" without saying why, so it is retried as a 503."""
+    return code if 400 <= code < 600 else 503
 
 
 def _message(body: bytes) -> str:

@@ -13,8 +13,8 @@ from typing import Any
 import orjson
 import pytest
 
+from service.jobs import Change, TaskUpsert
 from service.states import Event, State
-from service.store.base import Change, TaskUpsert
 from tests.fixtures.api import IMAGE, Answer, Api, running_api
 from tests.fixtures.segflow import Starter
 

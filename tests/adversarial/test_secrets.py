@@ -1,9 +1,11 @@
 """No secret in anything segflow writes: a real run (the sandbox and `segflow serve` as processes,
-JSON logs at debug level, faults on, signed callbacks to a receiver, a key rotation in place), then
-every byte segflow logged and stored is searched for every secret it was given or derived.
+JSON logs at debug level with the access log, faults on, signed callbacks to a receiver, a key
+rotation in place, tracing exported over OTLP with every request header captured), then every byte
+segflow logged, stored and exported is searched for every secret it was given or derived.
 
-Searched: segflow's log output, the SQLite files, the artifact folder, and the events and their
-deliveries as the API shows them, plus the callback bodies receivers got. Secrets: the API keys
+Searched: segflow's log output (access log included), the SQLite files, the artifact folder, the
+events and their deliveries as the API shows them, the callback bodies receivers got, and every
+span as an OTLP collector received it (no webhook path with its job either). Secrets: the API keys
 (configured and created with `segflow keys create`), both webhook master keys, the upstream API
 key, every per-job webhook secret (under each master key, each attempt), and the callback signing
 material (the whsec_ secrets and the Ed25519 private keys). Stored key hashes are fine; raw keys
@@ -24,12 +26,13 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from service.serving import serve_in_loop
+from service.serving import bind_socket, serve_in_loop
 from service.signing import CallbackSigner
 from service.webhook_secrets import WebhookSecrets
 from tests.fixtures.processes import SEGFLOW, Processes, free_port, wait_batch
@@ -40,6 +43,7 @@ API_KEY = "acme-secret-api-key-5f1d0c7e9a3b"
 WEBHOOK_KEYS = ("new-webhook-master-key-7c2e91f04ab3", "old-webhook-master-key-19d8e6b7c05f")
 UPSTREAM_KEY = "upstream-secret-key-3e8a71c2d9f4"
 SAMPLES = ("street.jpg", "portrait.jpg", "shapes.png")
+LINK_SIGNATURE = "signed-link-signature-8d2f61c0b7e4"  # as a signed mask link carries it in its query
 
 
 def encodings(raw: bytes) -> list[bytes]:
@@ -83,10 +87,25 @@ async def test_nothing_logged_or_stored_contains_a_secret(processes: Processes, 
     assert len(beta_key) >= 16
 
     received: list[bytes] = []
+    exported: list[bytes] = []
 
     async def hook(request: Request) -> Response:
         received.append(await request.body())
         return Response(status_code=200)
+
+    async def collector(request: Request) -> Response:  # an OTLP/HTTP collector's traces endpoint
+        exported.append(await request.body())
+        return Response(b"", media_type="application/x-protobuf")
+
+    otlp_sock = bind_socket()
+    env |= {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{otlp_sock.getsockname()[1]}",
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+        # An operator who captures every header: the scrubber must still keep the secret ones out.
+        "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST": ".*",
+        "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE": ".*",
+        "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS": "",
+    }
 
     processes.start(
         "sandbox",
@@ -110,11 +129,12 @@ async def test_nothing_logged_or_stored_contains_a_secret(processes: Processes, 
         {},
         f"{sandbox_url}/samples",
     )
-    server = processes.start("segflow", ["serve"], env, f"{url}/healthz")
     async with (
+        serve_in_loop(Starlette(routes=[Route("/v1/traces", collector, methods=["POST"])]), sock=otlp_sock),
         serve_in_loop(Starlette(routes=[Route("/{path:path}", hook, methods=["POST"])])) as receiver,
         aiohttp.ClientSession() as http,
     ):
+        server = processes.start("segflow", ["serve"], env, f"{url}/healthz")
 
         async def call(method: str, path: str, key: str = API_KEY, **kw: Any) -> Any:
             async with http.request(method, url + path, headers={"authorization": f"Bearer {key}"}, **kw) as r:
@@ -153,6 +173,8 @@ async def test_nothing_logged_or_stored_contains_a_secret(processes: Processes, 
             assert loop.time() < deadline, len(received)
             await asyncio.sleep(0.1)
         status, raw = await call("GET", f"/v1/jobs/{job_id}/mask")
+        # A link signed in its query string (the artifacts' signed mask links): never logged or traced.
+        status, raw = await call("GET", f"/v1/jobs/{job_id}/mask?expires=4102444800&sig={LINK_SIGNATURE}")
         # What the API shows of events and deliveries, for both tenants; and the callback keys.
         shown: list[bytes] = []
         owners: set[str] = set()
@@ -167,8 +189,8 @@ async def test_nothing_logged_or_stored_contains_a_secret(processes: Processes, 
             for event in orjson.loads(raw)["events"]:
                 status, raw = await call("GET", f"/v1/events/{event['id']}/deliveries", key)
                 shown.append(raw)
-        server.send_signal(signal.SIGTERM)  # a clean stop folds SQLite's WAL into the file
-        server.wait(timeout=30)
+        server.send_signal(signal.SIGTERM)  # a clean stop folds SQLite's WAL into the file, flushes spans
+        assert server.wait(timeout=30) == 0
 
     # Every secret in every form. ----------------------------------------------------------------
     with sqlite3.connect(db) as conn:
@@ -179,6 +201,7 @@ async def test_nothing_logged_or_stored_contains_a_secret(processes: Processes, 
     assert len(job_ids) == 16 and owners
     secrets: dict[str, bytes] = {
         "api key": API_KEY.encode(),
+        "signed link signature": LINK_SIGNATURE.encode(),
         "created api key": beta_key.encode(),
         "upstream api key": UPSTREAM_KEY.encode(),
         **{f"webhook master key {i}": k.encode() for i, k in enumerate(WEBHOOK_KEYS)},
@@ -207,12 +230,36 @@ async def test_nothing_logged_or_stored_contains_a_secret(processes: Processes, 
         "artifacts": b"".join(p.read_bytes() for p in sorted(artifacts.rglob("*")) if p.is_file()),
         "events and deliveries (API)": b"\n".join(shown),
         "callback bodies": b"\n".join(received),
+        "spans (OTLP)": b"\n".join(exported),
     }
     # The search works: what should be there is there.
     assert job_ids[0].encode() in corpus["segflow log"] and job_ids[0].encode() in corpus["database"]
     assert b"webhook_applied" in corpus["segflow log"] and b'"level"' in corpus["segflow log"]
     assert corpus["artifacts"].count(b"\x89PNG") >= 1
     assert stored_hashes  # keys are stored (hashed)
+    access = [e for e in _json_lines(corpus["segflow log"]) if e.get("event") == "http_request"]
+    assert {"/v1/batches", "/webhooks/qubico/{job_id}", "/v1/jobs/{job_id}/mask"} <= {e["route"] for e in access}
+    assert {e["tenant"] for e in access if e["route"] == "/v1/batches"} == {"acme", "beta"}
+    span_names = {s.name for body in exported for s in _spans(body)}
+    assert {"segflow.job", "segflow.submit", "segflow.webhook", "segflow.fetch", "segflow.callback"} <= span_names
+    # Headers were captured and exported, their secret values redacted.
+    assert b"http.request.header.x_webhook_secret" in corpus["spans (OTLP)"]
+    assert b"http.request.header.authorization" in corpus["spans (OTLP)"]
+    webhook_paths = [f"/webhooks/qubico/{job}".encode() for job in job_ids]
+    assert not [p for p in webhook_paths if p in corpus["spans (OTLP)"] or p in corpus["segflow log"]]
     leaks = [(what, where) for what, secret in secrets.items() for where, data in corpus.items() if secret in data]
     assert not leaks, leaks[:20]
     assert len(corpus["segflow log"]) > 10_000  # a real run's worth of logging was searched
+
+
+def _json_lines(log: bytes) -> list[dict[str, Any]]:
+    out = []
+    for line in log.splitlines():
+        if line.startswith(b"{"):
+            out.append(orjson.loads(line))
+    return out
+
+
+def _spans(body: bytes) -> list[Any]:
+    request = ExportTraceServiceRequest.FromString(body)
+    return [span for rs in request.resource_spans for ss in rs.scope_spans for span in ss.spans]

@@ -36,14 +36,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from service.download import DownloadInvalid, DownloadPolicy, DownloadTransient, download_image
+from service.jobs import Change, TaskUpsert
 from service.states import Event
-from service.store.base import Change, TaskUpsert
-from service.urlguard import GuardedResolver, is_public
+from service.urlguard import GuardedResolver, UrlPolicy, is_public
 from tests.fixtures.api import IMAGE, Api, png, running_api
 from tests.fixtures.segflow import Starter
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "upstream"
 OUTPUT_HOST = "img.theapi.app"  # the production output host, resolved to 127.0.0.1 by the tests' DNS
+LEGACY_OUTPUT_HOST = "img.midjourneyapi.xyz"  # the provider's earlier output host
 
 # Spellings of non-public addresses not covered by the existing tests.
 PRIVATE_HOSTS = [
@@ -142,7 +143,7 @@ class LocalDns(AbstractResolver):
 
 
 class FrontDoorResolver(AbstractResolver):
-    """The allowed output host resolves to the test server on 127.0.0.1 (as if it were public);
+    """The allowed output hosts resolve to the test server on 127.0.0.1 (as if they were public);
     every other name goes through segflow's real guard, on the test DNS."""
 
     def __init__(self, dns: LocalDns) -> None:
@@ -152,7 +153,7 @@ class FrontDoorResolver(AbstractResolver):
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
-        if host == OUTPUT_HOST:
+        if host in (OUTPUT_HOST, LEGACY_OUTPUT_HOST):
             return await self.dns.resolve(host, port, family)
         return await self.guard.resolve(host, port, family)
 
@@ -168,6 +169,7 @@ def tls_context(tmp_path: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     alt = [
         x509.DNSName(OUTPUT_HOST),
         x509.DNSName(f"cdn.{OUTPUT_HOST}"),
+        x509.DNSName(LEGACY_OUTPUT_HOST),
         x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
     ]
     cert = (
@@ -244,12 +246,16 @@ def tripwire(allowed_hosts: set[str], started: list[str]) -> aiohttp.TraceConfig
     return trace
 
 
-STRICT = DownloadPolicy(allowed_hosts=frozenset({OUTPUT_HOST}), allow_private=False, max_bytes=65_536, timeout_s=5)
+STRICT = DownloadPolicy(
+    urls=UrlPolicy(allow_private=False, https_only=True, allowed_hosts=frozenset({OUTPUT_HOST})),
+    max_bytes=65_536,
+    timeout_s=5,
+)
 
 
 def session_for(dns: LocalDns, client_tls: ssl.SSLContext, started: list[str]) -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(resolver=FrontDoorResolver(dns), ssl=client_tls)
-    allowed = {OUTPUT_HOST, f"cdn.{OUTPUT_HOST}", f"rebind.{OUTPUT_HOST}"}
+    allowed = {OUTPUT_HOST, f"cdn.{OUTPUT_HOST}", f"rebind.{OUTPUT_HOST}", LEGACY_OUTPUT_HOST}
     return aiohttp.ClientSession(connector=connector, trace_configs=[tripwire(allowed, started)])
 
 
@@ -345,6 +351,7 @@ async def test_output_urls_from_a_signed_webhook_never_reach_a_private_address(
         "http://127.0.0.1:9",
         roles=("fetcher",),
         upstream_is_sandbox=False,
+        upstream_api_key="production-key-0123456789",
         allow_private_image_urls=False,
         output_hosts=(OUTPUT_HOST, name),
     )

@@ -23,9 +23,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from service.completion import SnapshotPolicy, decide_snapshot
+from service.jobs import Change, JobInput, TaskUpsert
 from service.states import TRANSITIONS, Event, State
-from service.store import open_store_for
-from service.store.base import Change, JobInput, Store, TaskUpsert
+from service.store import Store, open_store_for
 from service.upstream.wire import TaskSnapshot, decode_webhook
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "upstream"

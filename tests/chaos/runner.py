@@ -29,7 +29,7 @@ import asyncpg
 
 from service.artifacts_local import LocalArtifactStore
 from service.invariants import Report, check_outbox, check_run
-from service.store.postgres import PostgresStore
+from service.store import open_store_for
 from tests.fixtures.database import drop_postgres_database, fresh_postgres_database
 from tests.fixtures.processes import Processes, free_port
 
@@ -378,7 +378,7 @@ class Soak:
 
     async def check(self, tasks: list[dict[str, Any]]) -> None:
         self.procs.stop_all()  # the store is checked at rest
-        store = PostgresStore(self.database_url)
+        store = open_store_for(self.database_url)
         await store.open()
         try:
             run = await check_run(store, LocalArtifactStore(self.artifacts), self.job_ids, tasks)

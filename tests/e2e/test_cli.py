@@ -241,10 +241,11 @@ async def test_migrate_is_idempotent(tmp_path: Path) -> None:
     assert "schema up to date" in second.stdout
 
 
-async def test_demo_ends_with_every_job_succeeded_and_no_duplicate_paid(tmp_path: Path) -> None:
+async def test_demo_ends_with_every_job_ended_and_no_duplicate_paid(tmp_path: Path) -> None:
     result = await asyncio.to_thread(run_cli, "demo", cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "every job succeeded, 0 duplicates paid" in result.stdout
+    assert "every job ended (" in result.stdout and "0 duplicates paid" in result.stdout
+    assert "creates staged over the account limit" in result.stdout
     assert "succeeded" in result.stdout and "duplicates paid" in result.stdout
     assert list((tmp_path / ".segflow").glob("demo-*/artifacts/demo/*/0.png"))
 

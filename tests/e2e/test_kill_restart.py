@@ -11,7 +11,7 @@ import pytest
 
 from service.artifacts_local import LocalArtifactStore
 from service.invariants import check_run
-from service.store.sqlite import SqliteStore
+from service.store import open_store_for
 from tests.fixtures.processes import Processes, free_port, wait_batch
 
 pytestmark = pytest.mark.slow
@@ -80,7 +80,7 @@ async def test_sigkill_mid_batch_loses_nothing_and_pays_nothing_twice(processes:
         async with http.get(f"{sandbox_url}/_sandbox/tasks") as resp:
             tasks = await resp.json()
     assert summary["counts"]["succeeded"] == 120, summary["counts"]
-    store = SqliteStore(tmp_path / "segflow.db")
+    store = open_store_for(f"sqlite:///{tmp_path / 'segflow.db'}")
     await store.open()
     try:
         job_ids = [j["job_id"] for j in accepted["jobs"]]

@@ -18,7 +18,7 @@ import pytest
 
 from service.artifacts import open_backend
 from service.invariants import check_run
-from service.store.postgres import PostgresStore
+from service.store import open_store_for
 from tests.fixtures.database import drop_postgres_database, fresh_postgres_database, postgres_dsn
 from tests.fixtures.processes import Processes, free_port, wait_batch
 from tests.fixtures.s3 import S3Bucket
@@ -147,7 +147,7 @@ async def test_three_replicas_one_killed_one_restarted(
                 assert hashlib.sha256(await r.read()).hexdigest() == artifact["sha256"]
             served[(by, server)] += 1
     assert summary["counts"]["succeeded"] == 150, summary["counts"]
-    store = PostgresStore(pg_url)
+    store = open_store_for(pg_url)
     await store.open()
     try:
         job_ids = [j["job_id"] for j in accepted["jobs"]]

@@ -3,13 +3,16 @@ jobs are moved through the real state machine, as the workers would."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 
-from service.states import Event
-from service.store.base import Change
+from service.completion import apply_snapshot
+from service.jobs import Change
+from service.states import Event, State
+from service.upstream.client import CancelAnswer
+from service.upstream.wire import decode_task
 from service.wakeup import Topic
 from service.webhook_secrets import MAX_ATTEMPTS_VERIFIED
 from tests.fixtures.api import Api, RecordingWakeup, failed, png, running_api, step, submitted, succeeded
@@ -73,30 +76,76 @@ async def test_cancel_of_a_queued_job_ends_it_once(api: Api) -> None:
     assert again.body["detail"] == [{"state": "cancelled"}]
 
 
-async def test_cancel_of_a_submitted_job_answers_even_though_the_upstream_is_down(api: Api) -> None:
+async def test_cancel_of_a_submitted_job_is_503_while_the_upstream_cannot_be_asked(api: Api) -> None:
     job_id = await one_job(api)
-    await submitted(api.services, job_id)
+    await submitted(api.services, job_id)  # the api fixture's upstream is a closed port
     answer = await api.call("POST", f"/v1/jobs/{job_id}/cancel")
-    assert (answer.status, answer.body["state"]) == (200, "cancelled")
+    assert (answer.status, answer.error) == (503, "upstream_unavailable")
+    assert answer.body["detail"][0]["state"] == "submitted"
+    job = await api.services.store.get_job(job_id)
+    assert job is not None and job.state is State.SUBMITTED and job.error_code is None  # it keeps running
 
 
-async def test_cancel_of_a_submitted_job_asks_the_upstream_to_stop_its_task(api: Api) -> None:
-    job_id = await one_job(api)
-    _, task_id = await submitted(api.services, job_id)
-    asked: asyncio.Queue[str] = asyncio.Queue()
+class Upstream:
+    """Answers cancels as told, after running `meanwhile` (what else happens during the call)."""
 
-    class Upstream:
-        async def cancel_task(self, task_id: str) -> bool:
-            asked.put_nowait(task_id)
-            return True
+    def __init__(self, answer: CancelAnswer, meanwhile: Callable[[str], Awaitable[None]] | None = None) -> None:
+        self.answer = answer
+        self.meanwhile = meanwhile
+        self.asked: list[str] = []
 
-    real, api.services.upstream = api.services.upstream, Upstream()  # type: ignore[assignment]
+    async def cancel_task(self, task_id: str) -> CancelAnswer:
+        self.asked.append(task_id)
+        if self.meanwhile is not None:
+            await self.meanwhile(task_id)
+        return self.answer
+
+
+@contextlib.contextmanager
+def upstream_as(api: Api, fake: Upstream) -> Iterator[Upstream]:
+    real, api.services.upstream = api.services.upstream, fake  # type: ignore[assignment]
     try:
-        answer = await api.call("POST", f"/v1/jobs/{job_id}/cancel")
-        assert answer.status == 200
-        assert await asyncio.wait_for(asked.get(), timeout=5) == task_id
+        yield fake
     finally:
         api.services.upstream = real
+
+
+async def test_cancel_of_a_pending_task_stops_it_upstream_and_ends_the_job_cancelled(api: Api) -> None:
+    job_id = await one_job(api)
+    _, task_id = await submitted(api.services, job_id)
+    with upstream_as(api, Upstream(CancelAnswer(True, f"task {task_id} canceled"))) as fake:
+        answer = await api.call("POST", f"/v1/jobs/{job_id}/cancel")
+    assert (answer.status, answer.body["state"]) == (200, "cancelled")
+    assert fake.asked == [task_id]
+
+
+async def test_cancel_refused_upstream_is_409_with_the_reason_and_the_job_keeps_running(api: Api) -> None:
+    job_id = await one_job(api)
+    _, task_id = await submitted(api.services, job_id)
+    reason = f"task {task_id} is processing and can no longer be canceled"
+    with upstream_as(api, Upstream(CancelAnswer(False, reason))):
+        answer = await api.call("POST", f"/v1/jobs/{job_id}/cancel")
+    assert (answer.status, answer.error) == (409, "upstream_refused")
+    assert answer.body["detail"] == [{"state": "submitted", "reason": reason}]
+    assert reason in answer.body["message"]
+    job = await api.services.store.get_job(job_id)
+    assert job is not None and job.state is State.SUBMITTED and job.error_code is None
+
+
+async def test_the_cancelled_webhook_racing_segflows_own_cancel_ends_the_job_cancelled(api: Api) -> None:
+    job_id = await one_job(api)
+    _, task_id = await submitted(api.services, job_id)
+
+    async def webhook_first(tid: str) -> None:
+        assert tid == task_id
+        segment = {"model": "Qubico/image-toolkit", "task_type": "segment"}
+        snap = decode_task({"task_id": tid, **segment, "status": "canceled"})
+        await apply_snapshot(api.services, job_id, snap, attempt=1, source="webhook")
+
+    with upstream_as(api, Upstream(CancelAnswer(True, "canceled"), webhook_first)):
+        answer = await api.call("POST", f"/v1/jobs/{job_id}/cancel")
+    assert (answer.status, answer.body["state"], answer.body["error"]) == (200, "cancelled", None)
+    assert answer.body["timeline"][-1]["source"] == "webhook"  # the snapshot's cancel, not a failure
 
 
 async def test_job_fetching_its_mask_cannot_be_cancelled(api: Api) -> None:

@@ -23,8 +23,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from service.job_actions import cancel
+from service.jobs import JobInput, SubscriptionRow
 from service.serving import serve_in_loop
-from service.store.base import JobInput, SubscriptionRow
 from service.urlguard import is_public
 from service.wakeup import Topic
 from tests.fixtures.segflow import TENANT_KEYS, RunningSegflow

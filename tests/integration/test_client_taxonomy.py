@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
 
-from service.upstream.client import UpstreamClient, UpstreamTimeouts
+from service.upstream.client import CancelAnswer, UpstreamClient, UpstreamTimeouts
 from service.upstream.errors import (
     UpstreamAmbiguous,
     UpstreamError,
@@ -80,6 +80,15 @@ BEHAVIOURS: dict[str, Callable[[web.Request], Awaitable[web.StreamResponse]]] = 
     "no-task": lambda r: asyncio.sleep(0, web.json_response({"code": 200, "data": None, "message": "?"})),
     "cut": cut,
     "slow": slow,
+    # HTTP 200 whose envelope says otherwise (public clients treat code != 200 as a failure).
+    "200-bad": lambda r: asyncio.sleep(0, web.json_response({"code": 400, "data": None, "message": "bad image"})),
+    "200-limited": lambda r: asyncio.sleep(0, web.json_response({"code": 429, "data": None, "message": "slow"})),
+    "200-broken": lambda r: asyncio.sleep(0, web.json_response({"code": 500, "data": None, "message": "oops"})),
+    "200-own-code": lambda r: asyncio.sleep(0, web.json_response({"code": 10000, "message": "busy"})),
+    "cancel-documented": lambda r: asyncio.sleep(0, web.json_response({"code": 200, "message": "task t-1 canceled"})),
+    "cancel-refused-200": lambda r: asyncio.sleep(
+        0, web.json_response({"code": 400, "message": "task is processing, can not be canceled"})
+    ),
 }
 
 
@@ -126,6 +135,11 @@ async def test_create_sends_the_documented_body_and_key(upstream: Any) -> None:
         ("no-task", UpstreamAmbiguous, UpstreamTransient),
         ("cut", UpstreamAmbiguous, UpstreamTransient),
         ("slow", UpstreamAmbiguous, UpstreamTransient),
+        # An envelope error code is sorted like the HTTP status: a refused create never exists.
+        ("200-bad", UpstreamRejected, UpstreamRejected),
+        ("200-limited", UpstreamRateLimited, UpstreamRateLimited),
+        ("200-broken", UpstreamTransient, UpstreamTransient),
+        ("200-own-code", UpstreamTransient, UpstreamTransient),
     ],
 )
 async def test_each_failure_is_classified(upstream: Any, behaviour: str, on_create: type, on_get: type) -> None:
@@ -162,11 +176,18 @@ async def test_a_closed_port_is_transient_even_for_a_create() -> None:
             await client.create_task(REQ)
 
 
-async def test_cancel_is_best_effort(upstream: Any) -> None:
-    assert await (await upstream("ok")).cancel_task("t-1") is True
-    assert await (await upstream("bad")).cancel_task("t-1") is False
+async def test_cancel_accepts_the_documented_answer_and_reports_refusals(upstream: Any) -> None:
+    assert await (await upstream("cancel-documented")).cancel_task("t-1") == CancelAnswer(True, "task t-1 canceled")
+    assert (await (await upstream("ok")).cancel_task("t-1")).accepted  # a task echoed back is fine too
+    refused = await (await upstream("bad")).cancel_task("t-1")
+    assert refused == CancelAnswer(False, "input.image: not a URL")
+    in_envelope = await (await upstream("cancel-refused-200")).cancel_task("t-1")
+    assert in_envelope == CancelAnswer(False, "task is processing, can not be canceled")
+    assert not (await (await upstream("missing")).cancel_task("t-1")).accepted
     with pytest.raises(UpstreamTransient):
         await (await upstream("broken")).cancel_task("t-1")
+    with pytest.raises(UpstreamRateLimited):
+        await (await upstream("limited")).cancel_task("t-1")
 
 
 # against the sandbox ---------------------------------------------------------------------------
@@ -179,7 +200,7 @@ async def test_create_get_cancel_against_the_sandbox(sandbox: Any) -> None:
         assert created.status is TaskStatus.PENDING
         got = await client.get_task(created.task_id)
         assert got.task_id == created.task_id and got.is_segment
-        assert await client.cancel_task(created.task_id) is True
+        assert (await client.cancel_task(created.task_id)).accepted
         with pytest.raises(UpstreamNotFound):
             await client.get_task("00000000-0000-0000-0000-000000000000")
 

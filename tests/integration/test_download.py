@@ -15,6 +15,7 @@ from starlette.routing import Route
 
 from service.download import DownloadGone, DownloadInvalid, DownloadPolicy, DownloadTransient, download_image
 from service.serving import serve_in_loop
+from service.urlguard import UrlPolicy
 from tests.fixtures.sandbox import image_bytes
 
 PNG = image_bytes(64, 48)
@@ -52,7 +53,11 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-POLICY = DownloadPolicy(allowed_hosts=frozenset({"127.0.0.1"}), allow_private=True, max_bytes=4096, timeout_s=5)
+POLICY = DownloadPolicy(
+    urls=UrlPolicy(allow_private=True, https_only=False, allowed_hosts=frozenset({"127.0.0.1"})),
+    max_bytes=4096,
+    timeout_s=5,
+)
 
 
 async def test_a_png_is_downloaded_with_its_size_and_hash(host: str, http: aiohttp.ClientSession) -> None:
@@ -85,7 +90,9 @@ async def test_bad_outputs_are_refused_with_the_reason(
 
 
 async def test_loopback_is_refused_outside_sandbox_mode(host: str, http: aiohttp.ClientSession) -> None:
-    strict = DownloadPolicy(allowed_hosts=None, allow_private=False, max_bytes=4096, timeout_s=5)
+    strict = DownloadPolicy(
+        urls=UrlPolicy(allow_private=False, https_only=True, allowed_hosts=None), max_bytes=4096, timeout_s=5
+    )
     with pytest.raises(DownloadInvalid, match=r"scheme|private"):
         await download_image(http, f"{host}/mask.png", strict)
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from service.jobs import JobInput
 from service.states import State
 from service.store import open_store_for
-from service.store.base import JobInput
 
 
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)

@@ -19,17 +19,19 @@ async def post_task(http: aiohttp.ClientSession, sb: RunningSandbox, body: Any, 
         return response.status, await response.json()
 
 
+@pytest.mark.parametrize("create_status", ["", "pending"])
 async def test_create_answers_a_pending_task_in_the_envelope(
-    sandbox: StartSandbox, sandbox_http: aiohttp.ClientSession
+    sandbox: StartSandbox, sandbox_http: aiohttp.ClientSession, create_status: str
 ) -> None:
-    sb = await sandbox()
+    sb = await sandbox(create_status=create_status)  # "" is the documented example's, and the default
     status, envelope = await post_task(sandbox_http, sb, sb.body(prompt="clothes,shoes", segment_factor=-15))
 
     assert status == 200
     assert envelope["code"] == 200 and envelope["message"] == "success"
     task = envelope["data"]
     uuid.UUID(task["task_id"])
-    assert task["status"] == "pending" and task["output"] is None
+    assert task["status"] == create_status and task["output"] is None
+    assert sb.engine.tasks[task["task_id"]].status in ("pending", "processing", "completed")
     assert task["model"] == "Qubico/image-toolkit" and task["task_type"] == "segment"
     assert task["input"] == {
         "image": sb.sample_url(),
@@ -72,10 +74,10 @@ async def test_unknown_task_is_404_in_the_error_envelope(
         assert (await response.json()) == {"code": 404, "data": None, "message": "task not found"}
 
 
-async def test_cancel_ends_a_pending_task_as_failed_and_refuses_a_final_one(
+async def test_legacy_cancel_ends_a_pending_task_as_failed_and_refuses_a_final_one(
     sandbox: StartSandbox, sandbox_http: aiohttp.ClientSession
 ) -> None:
-    sb = await sandbox(latency_min_s=5.0, latency_max_s=5.0)
+    sb = await sandbox(latency_min_s=5.0, latency_max_s=5.0, cancel="legacy")
     _, created = await post_task(sandbox_http, sb, sb.body())
     task_id = created["data"]["task_id"]
 
@@ -135,7 +137,7 @@ async def test_invalid_body_is_400_and_creates_nothing(
     ],
     ids=["too-wide", "gif", "not-an-image"],
 )
-async def test_unacceptable_image_is_400_and_creates_nothing(
+async def test_unacceptable_image_is_400_and_creates_nothing_when_told_to(
     sandbox: StartSandbox,
     sandbox_http: aiohttp.ClientSession,
     image_host: ImageHost,
@@ -144,7 +146,7 @@ async def test_unacceptable_image_is_400_and_creates_nothing(
     content_type: str,
     reason: str,
 ) -> None:
-    sb = await sandbox()
+    sb = await sandbox(bad_image="400")
     status, envelope = await post_task(sandbox_http, sb, sb.body(image_host.add(name, data, content_type)))
 
     assert status == 400 and reason in envelope["message"]
@@ -154,7 +156,7 @@ async def test_unacceptable_image_is_400_and_creates_nothing(
 async def test_missing_image_is_400(
     sandbox: StartSandbox, sandbox_http: aiohttp.ClientSession, image_host: ImageHost
 ) -> None:
-    sb = await sandbox()
+    sb = await sandbox(bad_image="400")
     status, envelope = await post_task(sandbox_http, sb, sb.body(f"{image_host.url}/absent.png"))
     assert status == 400 and "HTTP 404" in envelope["message"]
 
@@ -162,7 +164,7 @@ async def test_missing_image_is_400(
 async def test_oversized_download_is_400(
     sandbox: StartSandbox, sandbox_http: aiohttp.ClientSession, image_host: ImageHost
 ) -> None:
-    sb = await sandbox(max_image_bytes=1000)
+    sb = await sandbox(max_image_bytes=1000, bad_image="400")
     status, envelope = await post_task(sandbox_http, sb, sb.body(image_host.add("big.png", b"x" * 5000)))
     assert status == 400 and "larger than" in envelope["message"]
 

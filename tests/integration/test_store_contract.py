@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from service.jobs import Change, JobInput, JobRow, TaskRow, TaskUpsert
 from service.states import Event, State
-from service.store import Store, open_store_for
-from service.store.base import Change, IdempotencyConflict, JobInput, JobRow, TaskRow, TaskUpsert
+from service.store import IdempotencyConflict, Store, open_store_for
 
 
 @pytest.fixture

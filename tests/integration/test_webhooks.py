@@ -14,9 +14,9 @@ import orjson
 import pytest
 from structlog.testing import capture_logs
 
+from service.jobs import Change, JobInput, JobRow, TaskUpsert
 from service.states import Event, State
 from service.store import open_store_for
-from service.store.base import Change, JobInput, JobRow, TaskUpsert
 from tests.fixtures.database import dump_database
 from tests.fixtures.segflow import RunningSegflow
 

@@ -10,6 +10,7 @@ from service.api.bodies import decode_batch
 from service.api.errors import ApiError
 from service.api.fields import url_problem
 from service.settings import Settings
+from service.urlguard import UrlPolicy
 
 IMAGE = "https://images.example.com/a.png"
 
@@ -106,11 +107,11 @@ def test_sandbox_mode_allows_private_hosts_and_http_callbacks() -> None:
     ],
 )
 def test_private_or_unusable_urls_are_refused(url: str) -> None:
-    assert url_problem(url, https_only=False, allow_private=False) is not None
+    assert url_problem(url, UrlPolicy(allow_private=False, https_only=False)) is not None
 
 
 @pytest.mark.parametrize(
     "url", ["https://example.com/a.png", "http://93.184.216.34:8080/a?b=c", "https://[2606:4700::1111]/a.png"]
 )
 def test_public_urls_are_accepted(url: str) -> None:
-    assert url_problem(url, https_only=False, allow_private=False) is None
+    assert url_problem(url, UrlPolicy(allow_private=False, https_only=False)) is None

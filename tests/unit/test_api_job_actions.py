@@ -9,8 +9,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from service.job_actions import cancel, cancel_upstream, owned_by, retry
+from service.jobs import JobRow
 from service.states import Event, State
-from service.store.base import JobRow
+from service.upstream.client import CancelAnswer
 from service.upstream.errors import UpstreamError
 from service.webhook_secrets import MAX_ATTEMPTS_VERIFIED
 from tests.fixtures.rows import job_row
@@ -60,11 +61,11 @@ class _Upstream:
         self.error = error
         self.cancelled: list[str] = []
 
-    async def cancel_task(self, task_id: str) -> bool:
+    async def cancel_task(self, task_id: str) -> CancelAnswer:
         self.cancelled.append(task_id)
         if self.error:
             raise self.error
-        return True
+        return CancelAnswer(True, f"task {task_id} canceled")
 
 
 async def test_upstream_cancel_is_sent() -> None:

@@ -7,8 +7,8 @@ import dataclasses
 import pytest
 
 from service.completion import SnapshotPolicy, SnapshotRefused, decide_snapshot
+from service.jobs import JobRow, TaskRow
 from service.states import Event, State
-from service.store.base import JobRow, TaskRow
 from service.upstream.wire import TaskError, TaskSnapshot, TaskStatus
 from tests.fixtures.rows import job_row
 
@@ -163,3 +163,51 @@ def test_decision_is_the_same_whatever_the_snapshot_order() -> None:
                 j = dataclasses.replace(j, state=nxt)
         finals.add(j.state)
     assert finals == {State.FETCHING}
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        ("input.image is 4000x3000 px; each side must be at most 3072 px", "invalid_image"),
+        ("invalid image: cannot identify image file", "invalid_image"),
+        ("segmentation failed: the model returned no mask", "upstream_failed"),
+    ],
+)
+def test_failures_are_sorted_into_input_errors_and_others_never_retried(error: str, code: str) -> None:
+    change = decide(snap(TaskStatus.FAILED, error=error), job(State.SUBMITTED), task())
+    assert change.event is Event.FAILED_FINAL
+    assert change.set["error_code"] == code and "attempt" not in change.set
+
+
+@pytest.mark.parametrize("state", [State.SUBMITTING, State.UNKNOWN, State.SUBMITTED])
+def test_a_task_cancelled_by_someone_else_fails_its_job_without_a_resend(state: State) -> None:
+    task_id = None if state is not State.SUBMITTED else "T1"
+    change = decide(snap(TaskStatus.CANCELLED), job(state, task_id=task_id), task() if task_id else None)
+    assert change.event is Event.FAILED_FINAL
+    assert change.set["error_code"] == "upstream_cancelled" and "attempt" not in change.set
+
+
+def test_a_task_cancelled_at_segflows_request_ends_the_job_cancelled() -> None:
+    asked = dataclasses.replace(job(State.SUBMITTED), error_code="cancel_requested")
+    change = decide(snap(TaskStatus.CANCELLED), asked, task())
+    assert change.event is Event.CANCEL and change.set["error_code"] is None
+
+
+def test_a_cancelled_job_ignores_its_tasks_cancelled_snapshot() -> None:
+    assert decide(snap(TaskStatus.CANCELLED), job(State.CANCELLED), task()) is None
+
+
+def test_staged_is_in_flight_and_polled_on_the_slower_schedule() -> None:
+    change = decide(snap(TaskStatus.STAGED, "T9"), job(State.UNKNOWN, task_id=None), None)
+    assert change.event is Event.PROGRESS
+    assert change.set["next_check_at"] == NOW + POLICY.staged_poll_after_s
+    running = decide(snap(TaskStatus.PROCESSING, "T9"), job(State.UNKNOWN, task_id=None), None)
+    assert running.set["next_check_at"] == NOW + POLICY.poll_after_s < change.set["next_check_at"]
+    assert not TaskStatus.STAGED.is_final
+
+
+def test_a_task_leaving_staged_is_polled_on_the_running_schedule_again() -> None:
+    staged = dataclasses.replace(job(State.SUBMITTED), next_check_at=NOW + POLICY.staged_poll_after_s)
+    change = decide(snap(TaskStatus.PROCESSING), staged, task())
+    assert change.event is None and change.set == {"next_check_at": NOW + POLICY.poll_after_s}
+    assert decide(snap(TaskStatus.STAGED), staged, task()) is None  # still staged: nothing new

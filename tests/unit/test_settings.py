@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_shipped_config_file_loads_with_defaults() -> None:
     s = load_settings(REPO / "config" / "segflow.toml", {})
     assert s.database_url == "sqlite:///.segflow/segflow.db"
-    assert s.output_hosts == ("img.theapi.app",)
+    assert s.output_hosts == ("img.theapi.app", "img.midjourneyapi.xyz")
 
 
 def test_environment_overrides_file(tmp_path: Path) -> None:

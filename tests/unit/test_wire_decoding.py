@@ -11,13 +11,18 @@ import orjson
 import pytest
 
 from service.upstream.wire import (
+    INLINE_PREFIX,
     REDACTED,
     CreateRequest,
+    FailureKind,
     TaskStatus,
     WireError,
+    decode_account,
     decode_envelope,
+    decode_history,
     decode_task,
     decode_webhook,
+    envelope_error,
     redact_secrets,
 )
 
@@ -36,10 +41,10 @@ def test_the_copies_match_the_shared_examples_when_present() -> None:
         assert (DATA / example.name).read_bytes() == example.read_bytes(), example.name
 
 
-def test_create_response_is_pending_like_with_zero_times() -> None:
+def test_create_response_with_empty_status_is_pending_with_zero_times() -> None:
     snap = decode_envelope(load("create-response.json"))
     assert snap.task_id == "75a20dc9-ac3f-4869-b8d5-b9xxxxx7"
-    assert snap.status is TaskStatus.OTHER and not snap.status.is_final  # status "" as documented
+    assert snap.status is TaskStatus.PENDING and snap.raw_status == ""  # status "" as documented
     assert snap.started_at is None and snap.ended_at is None  # the zero time is not a time
     assert snap.created_at is not None and snap.created_at.microsecond == 12033  # nanoseconds trimmed
     assert snap.output_urls == () and snap.error is None and snap.logs == ()
@@ -79,9 +84,12 @@ def test_other_models_webhook_decodes_but_is_not_a_segment_task() -> None:
         ("Pending", TaskStatus.PENDING, False),
         ("staged", TaskStatus.STAGED, False),
         ("processing", TaskStatus.PROCESSING, False),
-        ("running", TaskStatus.OTHER, False),
-        ("cancelled", TaskStatus.OTHER, False),
-        ("", TaskStatus.OTHER, False),
+        ("Staged", TaskStatus.STAGED, False),
+        ("running", TaskStatus.PROCESSING, False),
+        ("in_progress", TaskStatus.PROCESSING, False),
+        ("cancelled", TaskStatus.CANCELLED, True),
+        ("Canceled", TaskStatus.CANCELLED, True),
+        ("", TaskStatus.PENDING, False),
         ("something-new", TaskStatus.OTHER, False),
     ],
 )
@@ -106,6 +114,80 @@ def test_output_variants() -> None:
         task(output={"image_url": "https://a/1.png", "image_urls": ["https://a/1.png"]})
     ).output_urls == ("https://a/1.png",)
     assert decode_task(task(output=None)).output_urls == ()
+
+
+def test_every_output_key_is_read_in_order_without_duplicates() -> None:
+    output = {
+        "image_url": "https://a/1.png",
+        "image_urls": ["https://a/1.png", "https://a/2.png", ""],
+        "temporary_image_urls": ["https://img.theapi.app/ephemeral/3.png"],
+        "image_base64s": ["iVBORw0KGgo=", "data:image/png;base64,iVBO\nRw0KGgo="],
+    }
+    assert decode_task(task(output=output)).output_urls == (
+        "https://a/1.png",
+        "https://a/2.png",
+        "https://img.theapi.app/ephemeral/3.png",
+        INLINE_PREFIX + "iVBORw0KGgo=",
+    )
+    only_temporary = decode_task(task(output={"image_urls": None, "temporary_image_urls": ["https://t/1.png"]}))
+    assert only_temporary.output_urls == ("https://t/1.png",)
+    earlier_api = decode_task(task(output={"image_base64s": None, "image_urls": ["https://a/1", "https://a/2"]}))
+    assert earlier_api.output_urls == ("https://a/1", "https://a/2")
+
+
+def test_inline_output_that_is_not_base64_is_refused_with_its_path() -> None:
+    with pytest.raises(WireError, match=r"^data\.output\.image_base64s\[0\]: not base64"):
+        decode_task(task(output={"image_base64s": ["<html>"]}))
+
+
+@pytest.mark.parametrize(
+    ("message", "logs", "kind"),
+    [
+        ("too many requests", [], FailureKind.RETRYABLE),
+        ("", ["Too Many Requests, please retry later"], FailureKind.RETRYABLE),
+        ("input.image is 4000x3000 px; each side must be at most 3072 px", [], FailureKind.INPUT),
+        ("Invalid image: cannot identify image file", [], FailureKind.INPUT),
+        ("failed to download image", [], FailureKind.INPUT),
+        ("segmentation failed: the model returned no mask", [], FailureKind.OTHER),
+        ("", [], FailureKind.OTHER),
+    ],
+)
+def test_failure_texts_sorted_by_one_table(message: str, logs: list[str], kind: FailureKind) -> None:
+    snap = decode_task(task(status="failed", output=None, logs=logs, error={"code": 10000, "message": message}))
+    assert snap.failure_kind is kind
+    assert snap.failure_is_retryable is (kind is FailureKind.RETRYABLE)
+    assert decode_task(task()).failure_kind is None  # only a failed task has a failure kind
+
+
+def test_envelope_error_codes_are_read_only_without_data() -> None:
+    assert envelope_error(b'{"code": 429, "data": null, "message": "slow down"}') == (429, "slow down")
+    assert envelope_error(b'{"code": 10000, "message": "no"}') == (10000, "no")
+    assert envelope_error(b'{"code": 200, "data": null, "message": "task t canceled"}') is None
+    assert envelope_error(b'{"code": 0, "data": null}') is None
+    assert envelope_error(orjson.dumps({"code": 500, "data": task()})) is None  # a task id wins
+    assert envelope_error(b"not json") is None
+
+
+def test_history_page_in_any_container_with_unix_or_rfc3339_times() -> None:
+    row = {"task_id": "t1", "status": "Canceled", "model": "image_toolkit", "created_at": 1729679521}
+    for data in ({"tasks": [row], "page": 2, "page_size": 50, "total": 51}, {"list": [row]}, [row]):
+        page = decode_history(orjson.dumps({"code": 200, "data": data}))
+        assert [r.task_id for r in page.tasks] == ["t1"]
+        assert page.tasks[0].status is TaskStatus.CANCELLED
+        assert page.tasks[0].created_at is not None and page.tasks[0].created_at.year == 2024
+    assert decode_history(orjson.dumps({"data": {"tasks": [row], "page": 2}})).page == 2
+    with pytest.raises(WireError, match=r"^data\.tasks\[0\]\.task_id: missing"):
+        decode_history(b'{"data": {"tasks": [{"status": "completed"}]}}')
+    with pytest.raises(WireError, match=r"^data: missing"):
+        decode_history(b'{"code": 200}')
+
+
+def test_account_info_reads_the_usable_balance() -> None:
+    body = {"code": 200, "data": {"account_name": "me", "account_id": 42, "credits": 1000, "equivalent_in_usd": 9.5}}
+    info = decode_account(orjson.dumps(body))
+    assert (info.account_id, info.equivalent_in_usd, info.credits) == ("42", 9.5, 1000.0)
+    with pytest.raises(WireError, match=r"^data\.equivalent_in_usd: expected"):
+        decode_account(b'{"data": {"equivalent_in_usd": "lots"}}')
 
 
 def test_missing_or_null_optional_parts() -> None:

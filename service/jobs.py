@@ -1,0 +1,327 @@
+"""The records segflow keeps and the vocabulary for changing them: jobs, batches, tasks, events,
+artifacts, callbacks, and `Change`/`Outcome`, the in and out of every transition (`service.store`
+reads and writes them; everything else works with them).
+
+Each `Event` declares the job columns it resets (`RESETS`), so callers say only what is new.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from service.states import Event, State
+
+
+@dataclass(frozen=True, slots=True)
+class JobInput:
+    image: str
+    prompt: str
+    negative_prompt: str = ""
+    segment_factor: int = 0
+    metadata: Mapping[str, Any] | None = None
+    trace_context: str | None = None  # W3C traceparent of the job's span (None: tracing off)
+
+
+@dataclass(frozen=True, slots=True)
+class JobRow:
+    id: str
+    batch_id: str
+    tenant: str
+    seq: int
+    image: str
+    prompt: str
+    negative_prompt: str
+    segment_factor: int
+    metadata: Mapping[str, Any] | None
+    state: State
+    attempt: int
+    task_id: str | None
+    lease_owner: str | None
+    lease_until: float | None
+    not_before: float
+    next_check_at: float | None
+    submit_tries: int
+    poll_count: int
+    submitted_at: float | None
+    unknown_since: float | None
+    completed_at: float | None
+    output_urls: tuple[str, ...]
+    error_code: str | None
+    error_message: str | None
+    pixels: int | None
+    price_usd: float | None
+    created_at: float
+    updated_at: float
+    finished_at: float | None
+    trace_context: str | None = None  # the job's span, set once at acceptance (migration 0008)
+
+
+JOB_COLUMNS: tuple[str, ...] = tuple(JobRow.__dataclass_fields__)
+FIXED_COLUMNS = frozenset(
+    {"id", "batch_id", "tenant", "seq", "image", "prompt", "negative_prompt", "segment_factor", "metadata"}
+    | {"trace_context"}
+)
+MUTABLE_COLUMNS: tuple[str, ...] = tuple(
+    c for c in JOB_COLUMNS if c not in FIXED_COLUMNS and c not in ("state", "created_at", "updated_at")
+)
+"""Columns a `Change` may set, in the order of the `update_job` statement; state and updated_at
+are the store's own."""
+
+
+def _none(*columns: str) -> Mapping[str, Any]:
+    return dict.fromkeys(columns, None)
+
+
+_LEASE = _none("lease_owner", "lease_until")
+_ENDED = _none("lease_owner", "lease_until", "next_check_at")
+_ATTEMPT = _none("task_id", "next_check_at", "unknown_since")  # a new attempt starts clean
+RESETS: Mapping[Event, Mapping[str, Any]] = {
+    Event.CLAIM: {},
+    Event.CREATED: {**_LEASE, "unknown_since": None},
+    Event.PROGRESS: {**_LEASE, "unknown_since": None},
+    Event.RETRY_LATER: _LEASE,
+    Event.AMBIGUOUS: _LEASE,
+    Event.LEASE_EXPIRED: _LEASE,
+    Event.ADOPTION_WINDOW_PASSED: _ATTEMPT,
+    # lease_until 0.0, not NULL: the job is due for the fetcher's claim (`lease_until < now`) at once.
+    Event.COMPLETED: {**_none("lease_owner", "next_check_at", "unknown_since"), "lease_until": 0.0},
+    Event.FAILED_RETRYABLE: {**_LEASE, **_ATTEMPT},
+    # The previous attempt's traces and times would mislead the workers' schedules for the new one.
+    Event.RETRY: {
+        **_LEASE,
+        **_ATTEMPT,
+        **_none("error_code", "error_message", "finished_at", "submitted_at", "completed_at"),
+        **{"submit_tries": 0, "output_urls": (), "poll_count": 0},
+    },
+    **{e: _ENDED for e in (Event.REJECTED, Event.ATTEMPTS_EXHAUSTED, Event.FAILED_FINAL, Event.STORED)},
+    **{e: _ENDED for e in (Event.OUTPUT_GONE, Event.CANCEL, Event.EXPIRE)},
+}
+"""What each event clears; `Change` merges it under the caller's own `set`, so a caller names only
+what its change makes new. Events into an end state end the lease and the poll schedule (and the
+store stamps `finished_at`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRow:
+    id: str
+    tenant: str
+    callback_url: str | None
+    idempotency_key: str | None
+    request_hash: str
+    total: int
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class BatchSummary:
+    batch: BatchRow
+    counts: Mapping[str, int]
+    spend_usd: float
+
+    @property
+    def done(self) -> int:
+        return sum(n for s, n in self.counts.items() if State(s).is_terminal)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRow:
+    """One upstream task of a job: created by us, adopted from a webhook, or an orphan duplicate."""
+
+    task_id: str
+    job_id: str
+    attempt: int
+    origin: str
+    status: str
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class TaskUpsert:
+    task_id: str
+    attempt: int
+    origin: str  # created | adopted | orphan
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    id: int
+    job_id: str
+    at: float
+    event: str
+    from_state: str
+    to_state: str
+    source: str
+    detail: Mapping[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactRow:
+    job_id: str
+    idx: int
+    sha256: str
+    bytes: int
+    width: int
+    height: int
+    path: str
+    source_url: str
+    content_type: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What a `decide` function wants done to one job, applied atomically.
+
+    `event` None means the state stays (columns still change); the event log gets a row only when
+    the state changes or `note` is given. `set` holds what the caller sets over what the event
+    resets (`RESETS`).
+    """
+
+    event: Event | None
+    source: str
+    set: Mapping[str, Any] = field(default_factory=dict)
+    task: TaskUpsert | None = None
+    artifacts: Sequence[ArtifactRow] = ()
+    detail: Mapping[str, Any] | None = None
+    note: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.event is not None and RESETS[self.event]:
+            object.__setattr__(self, "set", {**RESETS[self.event], **self.set})
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The result of `Store.transition`: what the job was and is, and whether anything changed."""
+
+    before: JobRow | None
+    after: JobRow | None
+    applied: bool
+
+    @property
+    def state_changed(self) -> bool:
+        return bool(self.applied and self.before and self.after and self.before.state != self.after.state)
+
+
+DecideFn = Callable[[JobRow | None, TaskRow | None], Change | None]
+"""Given the job (and the task a snapshot names) as read inside the write transaction: what to change."""
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionRow:
+    id: str
+    tenant: str
+    url: str
+    event_types: tuple[str, ...]  # empty: every type
+    asymmetric: bool
+    created_at: float
+    disabled_at: float | None
+    disabled_reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEvent:
+    """One event for clients, written in the transaction of the change that causes it."""
+
+    id: str
+    tenant: str
+    type: str
+    batch_id: str
+    job_id: str | None
+    payload: str  # the exact JSON body every delivery of this event sends
+    created_at: float
+    trace_context: str | None = None  # its job's traceparent (a batch's: its last job's)
+
+
+class DeliveryState(enum.StrEnum):
+    #: Due at `next_at` (again, after a failed attempt).
+    PENDING = "pending"
+    #: The endpoint answered 2xx.
+    DELIVERED = "delivered"
+    #: Out of retries, refused by the URL policy, or its subscription is disabled.
+    DEAD = "dead"
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRow:
+    """One event to one destination, with its delivery state."""
+
+    id: int
+    event_id: str
+    target: str  # a subscription id, or "batch"
+    url: str
+    signer: str
+    asymmetric: bool
+    state: DeliveryState
+    attempts: int
+    next_at: float
+    last_status: int | None
+    last_error: str | None
+    created_at: float
+    finished_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryAttemptRow:
+    delivery_id: int
+    n: int
+    at: float
+    status: int | None
+    duration_ms: float
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedDelivery:
+    delivery: DeliveryRow
+    payload: str
+    tenant: str
+    trace_context: str | None = None  # the event's, so the delivery's span joins its job's trace
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptResult:
+    """What one delivery attempt ended in, and what happens next."""
+
+    status: int | None
+    duration_ms: float
+    error: str | None
+    outcome: str  # delivered | retry | dead | gone (410: the subscription is disabled)
+    next_at: float | None = None
+
+
+# retention (the pruner) ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PrunedRow:
+    """The tombstone of a job or batch the pruner deleted (its 410 Gone answer)."""
+
+    id: str
+    tenant: str
+    batch_id: str  # "" for a batch
+    pruned_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiredMask:
+    job_id: str
+    idx: int
+    path: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionCounts:
+    """What a pruning round would delete now (`segflow prune --dry-run`)."""
+
+    masks: int
+    mask_bytes: int
+    jobs: int
+    events: int
+    outbox: int

@@ -1,0 +1,376 @@
+-- Every statement of the PostgreSQL store, by name (service/store/queries.py loads them;
+-- sqlite.sql defines the same names). A list parameter is a text[].
+
+-- name: create_migrations
+CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, applied_at double precision);
+
+-- name: applied_migrations
+SELECT version FROM schema_migrations;
+
+-- name: record_migration
+INSERT INTO schema_migrations VALUES ($1, $2);
+
+-- name: lock_migrations
+-- Replicas starting together migrate one at a time.
+SELECT pg_advisory_lock(727000);
+
+-- name: unlock_migrations
+SELECT pg_advisory_unlock(727000);
+
+-- name: notify
+-- Wakes the workers of every replica (each LISTENs on channel segflow).
+SELECT pg_notify('segflow', $1);
+
+-- name: select_job
+SELECT * FROM jobs WHERE id = $1;
+
+-- name: lock_jobs
+-- The group's jobs, locked in id order (two groups never wait on each other in a cycle).
+SELECT * FROM jobs WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE;
+
+-- name: select_tasks
+SELECT * FROM tasks WHERE task_id = ANY($1::text[]);
+
+-- name: update_job
+-- Every changed job is written whole, guarded by the state the group read.
+UPDATE jobs SET state = $1, updated_at = $2, attempt = $3, task_id = $4, lease_owner = $5,
+       lease_until = $6, not_before = $7, next_check_at = $8, submit_tries = $9, poll_count = $10,
+       submitted_at = $11, unknown_since = $12, completed_at = $13, output_urls = $14,
+       error_code = $15, error_message = $16, pixels = $17, price_usd = $18, finished_at = $19
+ WHERE id = $20 AND state = $21;
+
+-- name: upsert_task
+INSERT INTO tasks (task_id, job_id, attempt, origin, status, created_at, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (task_id) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at;
+
+-- name: insert_event
+INSERT INTO events (job_id, at, event, from_state, to_state, source, detail) VALUES ($1, $2, $3, $4, $5, $6, $7);
+
+-- name: insert_artifact
+INSERT INTO artifacts (job_id, idx, sha256, bytes, width, height, path, source_url, content_type, created_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+ON CONFLICT (job_id, idx) DO UPDATE SET sha256 = excluded.sha256, bytes = excluded.bytes, width = excluded.width,
+       height = excluded.height, path = excluded.path, source_url = excluded.source_url,
+       content_type = excluded.content_type, created_at = excluded.created_at;
+
+-- name: job_tasks
+SELECT * FROM tasks WHERE job_id = $1 ORDER BY attempt, created_at;
+
+-- name: job_events
+SELECT * FROM events WHERE job_id = $1 ORDER BY id;
+
+-- name: job_artifacts
+SELECT * FROM artifacts WHERE job_id = $1 ORDER BY idx;
+
+-- name: select_batch
+SELECT * FROM batches WHERE id = $1;
+
+-- name: select_batch_by_key
+SELECT * FROM batches WHERE tenant = $1 AND idempotency_key = $2;
+
+-- name: insert_batch
+INSERT INTO batches (id, tenant, callback_url, idempotency_key, request_hash, total, created_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7);
+
+-- name: insert_job
+INSERT INTO jobs (id, batch_id, tenant, seq, image, prompt, negative_prompt, segment_factor, metadata, state,
+                  created_at, updated_at, trace_context)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued', $10, $10, $11);
+
+-- name: batch_jobs
+SELECT * FROM jobs WHERE batch_id = $1 AND seq > $2 ORDER BY seq LIMIT $3;
+
+-- name: batch_jobs_in_state
+SELECT * FROM jobs WHERE batch_id = $1 AND state = $4 AND seq > $2 ORDER BY seq LIMIT $3;
+
+-- name: tenant_batches
+-- Newest first, from a (created_at, id) key: index batches_tenant_created (migration 0003).
+SELECT * FROM batches WHERE tenant = $1 AND (created_at, id) < ($2, $3) ORDER BY created_at DESC, id DESC LIMIT $4;
+
+-- name: batches_counts
+SELECT batch_id, state, count(*) AS jobs, coalesce(sum(price_usd), 0) AS spend
+  FROM jobs WHERE batch_id = ANY($1::text[]) GROUP BY batch_id, state;
+
+-- name: count_in_flight
+-- The states of states.IN_FLIGHT, spelled as index jobs_in_flight's WHERE is.
+SELECT count(*) AS n FROM jobs WHERE state IN ('submitting', 'unknown', 'submitted');
+
+-- name: count_fetching
+SELECT count(*) AS n FROM jobs WHERE state = 'fetching';
+
+-- name: lock_claims
+-- Claimers of queued work take turns (transaction advisory lock), so the in-flight cap holds
+-- across replicas: two of them can never both see the same room.
+SELECT pg_advisory_xact_lock(727001);
+
+-- name: claim_queued
+SELECT * FROM jobs WHERE state = 'queued' AND not_before <= $1 ORDER BY not_before, created_at LIMIT $2
+   FOR UPDATE SKIP LOCKED;
+
+-- name: claim_fetching
+SELECT * FROM jobs WHERE state = 'fetching' AND lease_until < $1 ORDER BY lease_until LIMIT $2
+   FOR UPDATE SKIP LOCKED;
+
+-- name: claim_due
+SELECT * FROM jobs WHERE state IN ('submitted', 'unknown') AND next_check_at <= $1 ORDER BY next_check_at LIMIT $2
+   FOR UPDATE SKIP LOCKED;
+
+-- name: stale_leases
+SELECT * FROM jobs WHERE state = 'submitting' AND lease_until < $1 ORDER BY lease_until LIMIT $2;
+
+-- name: aged_jobs
+SELECT * FROM jobs WHERE state NOT IN ('succeeded', 'failed', 'cancelled', 'expired') AND created_at < $1
+ ORDER BY created_at LIMIT $2;
+
+-- name: job_counts
+SELECT state, count(*) AS n FROM jobs GROUP BY state;
+
+-- name: gauge_jobs
+-- The /metrics gauges, at every scrape: live jobs through jobs_live_age, so the cost follows live
+-- work, never the number of jobs stored.
+SELECT state, count(*) AS n FROM jobs WHERE state NOT IN ('succeeded', 'failed', 'cancelled', 'expired') GROUP BY state;
+
+-- name: gauge_others
+-- Deliveries waiting and dead through their partial indexes (deliveries_due, deliveries_dead,
+-- migration 0008) and the oldest live job through jobs_live_age.
+SELECT (SELECT count(*) FROM deliveries WHERE state = 'pending') AS deliveries_pending,
+       (SELECT count(*) FROM deliveries WHERE state = 'dead') AS deliveries_dead,
+       (SELECT min(created_at) FROM jobs WHERE state NOT IN ('succeeded', 'failed', 'cancelled', 'expired'))
+         AS oldest_live_created_at;
+
+-- name: flow_counts
+SELECT (SELECT count(*) FROM events WHERE event = 'completed' AND source = 'webhook') AS completed_by_webhook,
+       (SELECT count(*) FROM events WHERE event = 'completed' AND source = 'poll') AS completed_by_poll,
+       (SELECT count(*) FROM tasks WHERE origin = 'adopted') AS tasks_adopted,
+       (SELECT count(*) FROM tasks) AS tasks_created,
+       (SELECT count(*) FROM tasks) - (SELECT count(DISTINCT job_id) FROM tasks) AS duplicate_tasks,
+       (SELECT count(*) FROM events WHERE event = 'ambiguous') AS ambiguous_creates;
+
+-- name: prune_usage
+-- Quotas: a usage window of a tenant's counter ends when the next one begins.
+DELETE FROM tenant_usage WHERE tenant = $1 AND kind = $2 AND window_start < $3;
+
+-- name: add_usage
+-- Add to a usage window only while the total stays within the limit (no row back: refused).
+INSERT INTO tenant_usage (tenant, kind, window_start, amount) VALUES ($1, $2, $3, $4)
+ON CONFLICT (tenant, kind, window_start) DO UPDATE SET amount = tenant_usage.amount + excluded.amount
+WHERE tenant_usage.amount + excluded.amount <= $5
+RETURNING amount;
+
+-- name: open_jobs
+SELECT count(*) AS n FROM jobs
+WHERE tenant = $1 AND state IN ('queued', 'submitting', 'unknown', 'submitted', 'fetching');
+
+-- name: insert_key
+INSERT INTO api_keys (key_hash, tenant, label, created_at) VALUES ($1, $2, $3, $4)
+ON CONFLICT (key_hash) DO UPDATE SET tenant = excluded.tenant, label = excluded.label;
+
+-- name: select_key
+SELECT tenant FROM api_keys WHERE key_hash = $1;
+
+-- name: insert_outbox
+INSERT INTO outbox (id, tenant, type, batch_id, job_id, payload, created_at, trace_context)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING;
+
+-- name: fan_out
+-- One statement fans an event out to every destination: the batch's callback_url and each enabled
+-- subscription of the tenant that wants this event type. $1 event, $2 now, $3 batch, $4 tenant, $5 type.
+INSERT INTO deliveries (event_id, target, url, signer, ed25519, state, next_at, created_at)
+SELECT $1::text, 'batch', b.callback_url, 'tenant:' || b.tenant, false, 'pending', $2::float8, $2::float8
+  FROM batches b WHERE b.id = $3 AND b.callback_url IS NOT NULL
+UNION ALL
+SELECT $1::text, s.id, s.url, s.id, s.ed25519, 'pending', $2::float8, $2::float8
+  FROM subscriptions s
+ WHERE s.tenant = $4 AND s.disabled_at IS NULL
+   AND (s.event_types = '[]' OR s.event_types::jsonb ? $5::text)
+ON CONFLICT DO NOTHING;
+
+-- name: live_in_batch
+SELECT count(*) AS n FROM jobs WHERE batch_id = $1 AND state NOT IN ('succeeded', 'failed', 'cancelled', 'expired');
+
+-- name: lock_deliveries
+-- A window function cannot be combined with FOR UPDATE, so claimers take turns on an advisory lock.
+SELECT pg_advisory_xact_lock(727002);
+
+-- name: claim_deliveries
+-- Due deliveries, at most $5 in flight per URL (counting leases held anywhere), so one slow or
+-- dead endpoint never takes every slot. $1 owner, $2 lease until, $3 now, $4 limit.
+UPDATE deliveries SET lease_owner = $1, lease_until = $2
+ WHERE id IN (
+   SELECT id FROM (
+     SELECT d.id, d.url, d.next_at, ROW_NUMBER() OVER (PARTITION BY d.url ORDER BY d.next_at) AS rn
+       FROM deliveries d
+      WHERE d.state = 'pending' AND d.next_at <= $3 AND (d.lease_until IS NULL OR d.lease_until < $3)
+   ) c
+   WHERE c.rn + (SELECT count(*) FROM deliveries b
+                  WHERE b.url = c.url AND b.state = 'pending' AND b.lease_until >= $3) <= $5
+   ORDER BY c.next_at LIMIT $4)
+RETURNING *;
+
+-- name: select_outbox
+SELECT * FROM outbox WHERE id = $1;
+
+-- name: insert_attempt
+INSERT INTO delivery_attempts (delivery_id, n, at, status, duration_ms, error) VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (delivery_id, n) DO UPDATE
+SET at = excluded.at, status = excluded.status, duration_ms = excluded.duration_ms, error = excluded.error;
+
+-- name: finish_delivery
+UPDATE deliveries SET attempts = $1, state = $2, next_at = $3, last_status = $4, last_error = $5,
+       lease_owner = NULL, lease_until = NULL, finished_at = $6
+ WHERE id = $7;
+
+-- name: disable_subscription
+UPDATE subscriptions SET disabled_at = $1, disabled_reason = $2 WHERE id = $3 AND disabled_at IS NULL;
+
+-- name: kill_pending_of_subscription
+UPDATE deliveries SET state = 'dead', last_error = 'subscription disabled', finished_at = $1,
+       lease_owner = NULL, lease_until = NULL
+ WHERE target = $2 AND state = 'pending';
+
+-- name: replay_event
+UPDATE deliveries SET state = 'pending', next_at = $1, finished_at = NULL, lease_owner = NULL, lease_until = NULL
+ WHERE event_id = $2 AND (target = 'batch' OR target IN (SELECT id FROM subscriptions WHERE disabled_at IS NULL));
+
+-- name: replay_subscription
+UPDATE deliveries SET state = 'pending', next_at = $1, finished_at = NULL, lease_owner = NULL, lease_until = NULL
+ WHERE target = $2 AND state = 'dead' AND created_at >= $3;
+
+-- name: insert_subscription
+INSERT INTO subscriptions (id, tenant, url, event_types, ed25519, created_at, disabled_at, disabled_reason)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8);
+
+-- name: tenant_subscriptions
+SELECT * FROM subscriptions WHERE tenant = $1 ORDER BY created_at;
+
+-- name: select_subscription
+SELECT * FROM subscriptions WHERE id = $1;
+
+-- name: owned_subscription
+SELECT 1 AS found FROM subscriptions WHERE id = $1 AND tenant = $2;
+
+-- name: tenant_events
+SELECT * FROM outbox WHERE tenant = $1 AND created_at >= $2 ORDER BY created_at LIMIT $3;
+
+-- name: event_deliveries
+SELECT * FROM deliveries WHERE event_id = $1 ORDER BY id;
+
+-- name: delivery_attempts
+SELECT * FROM delivery_attempts WHERE delivery_id = $1 ORDER BY n;
+
+-- name: dead_deliveries
+SELECT d.* FROM deliveries d JOIN outbox o ON o.id = d.event_id
+ WHERE o.tenant = $1 AND d.state = 'dead' ORDER BY d.created_at DESC LIMIT $2;
+
+-- retention (the pruner; migration 0009) ------------------------------------------------------
+-- Each batch is one small write of the group commit, skipping rows another transaction holds.
+
+-- name: pruned_job
+SELECT id, tenant, batch_id, pruned_at FROM pruned_jobs WHERE id = $1;
+
+-- name: pruned_batch
+SELECT id, tenant, '' AS batch_id, pruned_at FROM pruned_batches WHERE id = $1;
+
+-- name: pruned_masks_of_job
+SELECT idx, pruned_at FROM pruned_masks WHERE job_id = $1;
+
+-- name: masks_watermark
+-- The pruner resumes after the newest mask it pruned instead of skipping every one before it.
+SELECT coalesce(max(artifact_created_at), 0) AS mark FROM pruned_masks;
+
+-- name: expired_masks
+SELECT a.job_id, a.idx, a.path, a.created_at FROM artifacts a
+ WHERE a.created_at >= $1 AND a.created_at < $2
+   AND NOT EXISTS (SELECT 1 FROM pruned_masks p WHERE p.job_id = a.job_id AND p.idx = a.idx)
+ ORDER BY a.created_at LIMIT $3;
+
+-- name: insert_pruned_mask
+INSERT INTO pruned_masks (job_id, idx, artifact_created_at, pruned_at) VALUES ($1, $2, $3, $4)
+ON CONFLICT DO NOTHING;
+
+-- name: expired_jobs
+SELECT id FROM jobs WHERE state IN ('succeeded', 'failed', 'cancelled', 'expired') AND finished_at < $1
+ ORDER BY finished_at LIMIT $2;
+
+-- name: unpruned_masks_of_jobs
+SELECT a.path FROM artifacts a WHERE a.job_id = ANY($1::text[])
+   AND NOT EXISTS (SELECT 1 FROM pruned_masks p WHERE p.job_id = a.job_id AND p.idx = a.idx);
+
+-- name: still_expired_jobs
+-- Re-checked inside the deleting transaction: a job retried since it was listed stays.
+SELECT id FROM jobs WHERE id = ANY($1::text[])
+   AND state IN ('succeeded', 'failed', 'cancelled', 'expired') AND finished_at < $2
+ FOR UPDATE SKIP LOCKED;
+
+-- name: delete_job_events
+DELETE FROM events WHERE job_id = ANY($1::text[]);
+
+-- name: delete_job_tasks
+DELETE FROM tasks WHERE job_id = ANY($1::text[]);
+
+-- name: delete_job_artifacts
+DELETE FROM artifacts WHERE job_id = ANY($1::text[]);
+
+-- name: delete_job_pruned_masks
+DELETE FROM pruned_masks WHERE job_id = ANY($1::text[]);
+
+-- name: tombstone_jobs
+INSERT INTO pruned_jobs (id, tenant, batch_id, pruned_at)
+SELECT id, tenant, batch_id, $2::float8 FROM jobs WHERE id = ANY($1::text[])
+ON CONFLICT DO NOTHING;
+
+-- name: delete_jobs_by_id
+DELETE FROM jobs WHERE id = ANY($1::text[]);
+
+-- name: empty_batches
+SELECT b.id FROM batches b WHERE b.created_at < $1
+   AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.batch_id = b.id)
+ ORDER BY b.created_at LIMIT $2 FOR UPDATE SKIP LOCKED;
+
+-- name: tombstone_batches
+INSERT INTO pruned_batches (id, tenant, pruned_at)
+SELECT id, tenant, $2::float8 FROM batches WHERE id = ANY($1::text[])
+ON CONFLICT DO NOTHING;
+
+-- name: delete_batches_by_id
+DELETE FROM batches WHERE id = ANY($1::text[])
+   AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.batch_id = batches.id);
+
+-- name: expired_outbox
+SELECT o.id FROM outbox o WHERE o.created_at < $1
+   AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = o.id AND d.state = 'pending')
+ ORDER BY o.created_at LIMIT $2 FOR UPDATE SKIP LOCKED;
+
+-- name: finished_deliveries_of
+SELECT id FROM deliveries WHERE event_id = ANY($1::text[]) AND state <> 'pending' ORDER BY id FOR UPDATE;
+
+-- name: delete_delivery_attempts
+DELETE FROM delivery_attempts WHERE delivery_id = ANY($1::bigint[]);
+
+-- name: delete_deliveries_by_id
+DELETE FROM deliveries WHERE id = ANY($1::bigint[]);
+
+-- name: delete_outbox_events
+DELETE FROM outbox WHERE id = ANY($1::text[])
+   AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = outbox.id);
+
+-- name: live_input_images
+SELECT DISTINCT image FROM jobs
+ WHERE state NOT IN ('succeeded', 'failed', 'cancelled', 'expired') AND image LIKE '%/inputs/%';
+
+-- name: count_expired_masks
+SELECT count(*) AS n, coalesce(sum(a.bytes), 0) AS bytes FROM artifacts a
+ WHERE a.created_at >= $1 AND a.created_at < $2
+   AND NOT EXISTS (SELECT 1 FROM pruned_masks p WHERE p.job_id = a.job_id AND p.idx = a.idx);
+
+-- name: count_expired_jobs
+SELECT count(*) AS n FROM jobs WHERE state IN ('succeeded', 'failed', 'cancelled', 'expired') AND finished_at < $1;
+
+-- name: count_expired_events
+SELECT count(*) AS n FROM events WHERE job_id IN
+  (SELECT id FROM jobs WHERE state IN ('succeeded', 'failed', 'cancelled', 'expired') AND finished_at < $1);
+
+-- name: count_expired_outbox
+SELECT count(*) AS n FROM outbox o WHERE o.created_at < $1
+   AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = o.id AND d.state = 'pending');
