@@ -1,8 +1,9 @@
 """Decode cost per webhook body: segflow's strict decoder against a plain orjson parse, same run.
 
-    .venv/bin/python -m benchmarks.decode [--wire PATH]
+    .venv/bin/python -m benchmarks.decode [--against PATH]
 
-`--wire` loads another version of `service/upstream/wire.py` (e.g. one from `git show`) to compare.
+`--against` also measures another version of `service/upstream/wire.py` (e.g. one from `git show
+517bcca:service/upstream/wire.py > /tmp/wire_before.py`), interleaved with this one in the same run.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from service.upstream import wire
 BODY = (Path(__file__).resolve().parents[1] / "tests" / "data" / "upstream" / "webhook-completed.json").read_bytes()
 
 
-def per_call_us(fn: Callable[[bytes], Any], body: bytes, *, n: int = 20_000, rounds: int = 7) -> float:
+def per_call_us(fn: Callable[[bytes], Any], body: bytes, *, n: int = 20_000, rounds: int = 3) -> float:
     """Median over `rounds` of the mean time per call, in µs."""
     times = []
     for _ in range(rounds):
@@ -46,18 +47,24 @@ def load(path: str) -> ModuleType:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--wire", help="path of a wire.py to measure instead of the installed one")
+    parser.add_argument("--against", help="path of another wire.py to measure in the same run")
     args = parser.parse_args()
-    module = load(args.wire) if args.wire else wire
-    decode = module.decode_webhook
-    assert decode(BODY).task.output_urls  # the body decodes: measuring an error path would prove nothing
-    # Interleaved so that machine noise hits both sides alike.
-    plain, strict = [], []
-    for _ in range(3):
-        plain.append(per_call_us(orjson.loads, BODY))
-        strict.append(per_call_us(decode, BODY))
-    p, s = statistics.median(plain), statistics.median(strict)
-    print(f"webhook body {len(BODY)} bytes: orjson.loads {p:.2f} µs, decode_webhook {s:.2f} µs ({s / p:.2f}x plain)")
+    sides: dict[str, Callable[[bytes], Any]] = {"orjson.loads": orjson.loads, "decode_webhook": wire.decode_webhook}
+    if args.against:
+        sides[f"decode_webhook ({args.against})"] = load(args.against).decode_webhook
+    for name, fn in sides.items():
+        if name != "orjson.loads":
+            assert fn(BODY).task.output_urls, name  # it decodes: measuring an error path would prove nothing
+    # Interleaved rounds, so that machine noise hits every side alike.
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    for _ in range(5):
+        for name, fn in sides.items():
+            times[name].append(per_call_us(fn, BODY))
+    plain = statistics.median(times["orjson.loads"])
+    print(f"webhook body {len(BODY)} bytes, median of 5 interleaved rounds:")
+    for name, values in times.items():
+        us = statistics.median(values)
+        print(f"  {name:<50} {us:7.2f} us  ({us / plain:.2f}x plain)")
 
 
 if __name__ == "__main__":

@@ -81,10 +81,11 @@ def decide_snapshot(
         if snap.status is TaskStatus.CANCELLED:
             return _cancelled(job, source, upsert, detail, adopt)
         if job.state is State.SUBMITTED:
-            # Progress on a job already known to be submitted: nothing new, unless its task has left
-            # `staged` (polled slowly) and should now be polled on the running schedule.
+            # Progress on a job already known to be submitted: nothing new, unless a webhook says its
+            # task has left `staged` (polled slowly) for the running schedule. (A poll reschedules
+            # itself, with its backoff.)
             sooner = now + policy.next_poll_s(snap.status)
-            if job.next_check_at is None or job.next_check_at <= sooner:
+            if source == "poll" or job.next_check_at is None or job.next_check_at <= sooner:
                 return None
             return Change(None, source, set={"next_check_at": sooner}, task=upsert, detail=detail)
         return Change(

@@ -52,6 +52,7 @@ async def open_services(settings: Settings, store: Store | None = None, tracing:
         settings.upstream_url,
         settings.upstream_api_key,
         timeouts=UpstreamTimeouts(connect_s=settings.upstream_connect_timeout_s, total_s=settings.upstream_timeout_s),
+        max_body_bytes=settings.upstream_max_body,
         trace_configs=tracing.client_trace_configs(),
     )
     await upstream.start()

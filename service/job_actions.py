@@ -82,15 +82,19 @@ def owned_by(tenant: str, decide: DecideFn) -> DecideFn:
     return guarded
 
 
-def _marking(task_id: str, mark: bool) -> DecideFn:
-    """Set (or clear) the cancel-requested mark of a submitted job whose task is `task_id`."""
+def _marking(task_id: str, *, clear_because: str | None = None, reason: str = "") -> DecideFn:
+    """Set the cancel-requested mark of a submitted job whose task is `task_id`, or clear it (with
+    the note `clear_because` and the upstream's reason in the timeline)."""
 
     def decide(job: JobRow | None, _task: TaskRow | None) -> Change | None:
         if job is None or job.state is not State.SUBMITTED or job.task_id != task_id:
             return None
-        if mark:
-            return Change(None, SOURCE, set={"error_code": CANCEL_REQUESTED}, note="cancel_requested")
-        return Change(None, SOURCE, set={"error_code": None}) if job.error_code == CANCEL_REQUESTED else None
+        detail = {"task_id": task_id}
+        if clear_because is None:
+            return Change(None, SOURCE, set={"error_code": CANCEL_REQUESTED}, note="cancel_requested", detail=detail)
+        if job.error_code != CANCEL_REQUESTED:
+            return None
+        return Change(None, SOURCE, set={"error_code": None}, note=clear_because, detail={**detail, "reason": reason})
 
     return decide
 
@@ -115,7 +119,7 @@ async def cancel_job(services: Services, tenant: str, job_id: str) -> Cancelled:
 
 async def _cancel_running(services: Services, tenant: str, job: JobRow, task_id: str) -> Cancelled:
     store = services.store
-    marked = await store.transition(job.id, owned_by(tenant, _marking(task_id, True)))
+    marked = await store.transition(job.id, owned_by(tenant, _marking(task_id)))
     if not marked.applied:  # it moved on meanwhile: decide again from its new state
         if _moved(marked, job):
             return await cancel_job(services, tenant, job.id)
@@ -124,11 +128,14 @@ async def _cancel_running(services: Services, tenant: str, job: JobRow, task_id:
         answer = await services.upstream.cancel_task(task_id)
     except UpstreamError as exc:
         log.warning("upstream_cancel_failed", job_id=job.id, task_id=task_id, error_class=type(exc).__name__)
-        await store.transition(job.id, _marking(task_id, False))
-        raise ActionRefused("upstream_unavailable", marked.after, str(exc)[:300]) from None
+        why = str(exc)[:300]
+        await store.transition(job.id, _marking(task_id, clear_because="cancel_unanswered", reason=why))
+        raise ActionRefused("upstream_unavailable", marked.after, why) from None
     if not answer.accepted:
         log.info("upstream_cancel_refused", job_id=job.id, task_id=task_id, reason=answer.reason)
-        cleared = await store.transition(job.id, _marking(task_id, False))
+        cleared = await store.transition(
+            job.id, _marking(task_id, clear_because="cancel_refused", reason=answer.reason[:300])
+        )
         raise ActionRefused("upstream_refused", cleared.after or marked.after, answer.reason)
 
     def decide(current: JobRow | None, task: TaskRow | None) -> Change | None:

@@ -53,6 +53,7 @@ class Settings:
     upstream_timeout_s: float = _opt("upstream", "timeout_s", 30.0)
     upstream_service_mode: str = _opt("upstream", "service_mode", "")
     upstream_is_sandbox: bool = _opt("upstream", "is_sandbox", False)
+    upstream_max_body: int = _opt("upstream", "max_body", 8_388_608)
     # [jobs]
     max_attempts: int = _opt("jobs", "max_attempts", 3)
     max_batch_items: int = _opt("jobs", "max_batch_items", 1000)

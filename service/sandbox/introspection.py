@@ -20,6 +20,8 @@ async def index(request: Request) -> Response:
             "note": SYNTHETIC_NOTE,
             "endpoints": {
                 "tasks": f"{base}/api/v1/task",
+                "task_history": f"{base}/api/open/tasks/histories",
+                "account": f"{base}/account/info",
                 "samples": f"{base}/samples",
                 "stats": f"{base}/_sandbox/stats",
                 "task_list": f"{base}/_sandbox/tasks",

@@ -106,6 +106,12 @@ class Lifecycle:
 
     async def _wait_for_slot(self, task: SandboxTask) -> None:
         """Wait, staged, until a task of the same account ends and hands its slot over."""
+        if self._limits.has_slot(task.owner) and not any(owner == task.owner for owner, _ in self._staged):
+            # A slot freed between the create and now, with nobody waiting to be handed it.
+            self._limits.task_started(task.owner)
+            task.holds_slot = True
+            task.status = "pending"
+            return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._staged.append((task.owner, waiter))
         try:

@@ -84,6 +84,10 @@ class AccountLimits:
     def refund(self, price_usd: float) -> None:
         self._spent = max(0.0, self._spent - price_usd)
 
+    def has_slot(self, key: str) -> bool:
+        """Whether one more task of `key` may run now (under the concurrency limit, if any)."""
+        return not self._concurrency or self._active[key] < self._concurrency
+
     def task_started(self, key: str) -> None:
         self._active[key] += 1
 

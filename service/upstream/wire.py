@@ -146,8 +146,7 @@ class WebhookDelivery(msgspec.Struct, frozen=True, gc=False):
     task: TaskSnapshot
 
 
-@dataclass(frozen=True, slots=True)
-class HistoryPage:
+class HistoryPage(msgspec.Struct, frozen=True, gc=False):
     """One page of `GET /api/open/tasks/histories`: rows as far as the provider documents them."""
 
     page: int
@@ -156,8 +155,7 @@ class HistoryPage:
     tasks: tuple[HistoryRow, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class HistoryRow:
+class HistoryRow(msgspec.Struct, frozen=True, gc=False):
     task_id: str
     status: TaskStatus
     raw_status: str
@@ -169,8 +167,7 @@ class HistoryRow:
     usage_consume: int | None
 
 
-@dataclass(frozen=True, slots=True)
-class AccountInfo:
+class AccountInfo(msgspec.Struct, frozen=True, gc=False):
     account_name: str
     account_id: str
     credits: float | None

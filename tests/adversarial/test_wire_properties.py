@@ -32,6 +32,15 @@ EXAMPLES = {
     for name in ("webhook-completed.json", "webhook-failed-rate-limited.json", "webhook-other-model.json")
 }
 CREATE_RESPONSE = orjson.loads((DATA / "create-response.json").read_bytes())
+# The other documented output shapes, so that mutations reach their decoding too.
+_VARIANT = copy.deepcopy(EXAMPLES["webhook-completed.json"])
+_VARIANT["data"]["status"] = "Canceled"
+_VARIANT["data"]["output"] = {
+    "image_url": None,
+    "temporary_image_urls": ["https://img.theapi.app/ephemeral/a.png", "https://img.theapi.app/ephemeral/b.png"],
+    "image_base64s": ["iVBORw0KGgo=", "data:image/png;base64,iVBORw0KGgo="],
+}
+EXAMPLES["variant-outputs"] = _VARIANT
 
 # JSON values as orjson reads them: 64-bit integers, finite floats, any text.
 scalars = (

@@ -31,6 +31,8 @@ def test_metrics_on_their_own_port_for_serve_and_worker(processes: Processes, tm
         "SEGFLOW_DATABASE_URL": f"sqlite:///{tmp_path / 'segflow.db'}",
         "SEGFLOW_ARTIFACT_DIR": str(tmp_path / "artifacts"),
         "SEGFLOW_UPSTREAM_URL": f"http://127.0.0.1:{free_port()}",
+        "SEGFLOW_UPSTREAM_IS_SANDBOX": "true",
+        "SEGFLOW_UPSTREAM_API_KEY": "sandbox-key",
         "SEGFLOW_WEBHOOK_KEYS": "metrics-webhook-master-key-0123456789",
         "SEGFLOW_LOG_LEVEL": "warning",
     }

@@ -130,6 +130,9 @@ async def test_cancel_refused_upstream_is_409_with_the_reason_and_the_job_keeps_
     assert reason in answer.body["message"]
     job = await api.services.store.get_job(job_id)
     assert job is not None and job.state is State.SUBMITTED and job.error_code is None
+    timeline = (await api.call("GET", f"/v1/jobs/{job_id}")).body["timeline"]
+    notes = [(e["event"], (e.get("detail") or {}).get("reason")) for e in timeline]
+    assert notes[-2:] == [("cancel_requested", None), ("cancel_refused", reason)]  # the refusal is on record
 
 
 async def test_the_cancelled_webhook_racing_segflows_own_cancel_ends_the_job_cancelled(api: Api) -> None:

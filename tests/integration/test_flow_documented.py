@@ -36,9 +36,10 @@ def items(sb: RunningSandbox, bad: list[str]) -> list[dict[str, Any]]:
 async def test_every_documented_behaviour_at_once_ends_every_job_with_the_right_code(
     sandbox: Any, segflow: Any, image_host: ImageHost
 ) -> None:
-    # Output through a redirect from a second host name (output_redirect_host) stays off here: the
-    # fetcher follows redirects only to hosts on its list, which is the URL-policy work (urlguard).
+    # Outputs through a redirect from a second host name: both names are on the fetcher's host list
+    # (the sandbox's own is added for it), and every hop is checked against it.
     sb = await sandbox(
+        output_redirect_host="localhost",
         faults=DOCUMENTED,
         seed=5,
         latency_min_s=0.05,
@@ -49,7 +50,9 @@ async def test_every_documented_behaviour_at_once_ends_every_job_with_the_right_
         bad_image="fail",
         cancel="documented",
     )
-    sf: RunningSegflow = await segflow(sb.url, max_in_flight=12, staged_poll_after_s=1.0, max_attempts=5)
+    sf: RunningSegflow = await segflow(
+        sb.url, max_in_flight=12, staged_poll_after_s=1.0, max_attempts=5, output_hosts=("localhost",)
+    )
     bad = [
         image_host.add("wide.png", image_bytes(4000, 10)),
         image_host.add("anim.gif", image_bytes(20, 20, "GIF"), "image/gif"),
@@ -68,6 +71,8 @@ async def test_every_documented_behaviour_at_once_ends_every_job_with_the_right_
     assert stats["creates_rejected"].get("429", 0) == 0
     for variant in ("external_cancel", "temporary_urls", "base64_outputs", "multi_mask"):
         assert stats["faults"][variant] > 0, variant
+    served = [t["output_url"] for t in tasks if t["output_url"]]
+    assert served and all(u.startswith("http://localhost:") for u in served)  # every URL was a redirect
 
     by_job: dict[str, list[dict[str, Any]]] = {}
     for t in tasks:

@@ -104,7 +104,7 @@ async def test_a_job_is_one_connected_trace_across_replicas_into_the_receiver(
     # The webhook's span links to the HTTP request that carried it (a trace of its own).
     (link,) = webhook.links
     server = [s for s in spans if s.context is not None and s.context.span_id == link.context.span_id]
-    assert [s.name for s in server] == ["POST /webhooks/qubico/{job_id}"]
+    assert [s.name for s in server] == ["POST /webhooks/qubico/{job_id}/{attempt}"]
 
     # One connected trace: every span of it has its parent in it (the caller's span aside).
     in_trace = [s for s in spans if hex_ids(s)[0] == trace_id]

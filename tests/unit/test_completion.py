@@ -211,3 +211,9 @@ def test_a_task_leaving_staged_is_polled_on_the_running_schedule_again() -> None
     change = decide(snap(TaskStatus.PROCESSING), staged, task())
     assert change.event is None and change.set == {"next_check_at": NOW + POLICY.poll_after_s}
     assert decide(snap(TaskStatus.STAGED), staged, task()) is None  # still staged: nothing new
+
+
+def test_a_poll_of_a_running_task_leaves_its_rescheduling_to_the_reconciler() -> None:
+    held = dataclasses.replace(job(State.SUBMITTED), next_check_at=NOW + 3 * POLICY.poll_after_s)
+    poll = decide_snapshot(snap(TaskStatus.PROCESSING), attempt=None, source="poll", policy=POLICY, now=NOW)
+    assert poll(held, task()) is None  # the reconciler's own reschedule (with its backoff) applies

@@ -76,3 +76,14 @@ def test_outputs_expire_on_read_and_on_sweep() -> None:
     assert store.get("a.png") is None
     clock.now = 105.0
     assert store.sweep() == 1 and len(store) == 0 and store.expired == 2
+
+
+def test_has_slot_follows_the_concurrency_limit() -> None:
+    limits = AccountLimits(rate_per_s=0, concurrency=1, credit_usd=None, retry_after_busy_s=1, clock=lambda: 0.0)
+    assert limits.has_slot("k")
+    assert not limits.check_rate_and_concurrency("k", stage=True)  # under the limit: not staged
+    limits.task_started("k")
+    assert not limits.has_slot("k") and limits.has_slot("other")
+    assert limits.check_rate_and_concurrency("k", stage=True)  # over it: staged, not refused
+    limits.task_ended("k")
+    assert limits.has_slot("k")
