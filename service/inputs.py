@@ -112,8 +112,9 @@ async def upload_input(call: Call) -> Response:
     request, services = call.request, call.services
     allowance = await upload_allowance(services, call.tenant, time.time())
     limit = MAX_INPUT_BYTES if allowance is None else min(MAX_INPUT_BYTES, allowance)
-    # Spooled and re-encoded on local disk, whatever backend then keeps the image.
-    folder = Path(services.settings.artifact_dir) / ".uploads"
+    # Spooled and re-encoded on local disk (the artifact folder's inputs/), whatever backend then
+    # keeps the image; the pruner clears spool files a crash left behind with old inputs.
+    folder = Path(services.settings.artifact_dir) / "inputs"
     try:
         raw, size = await spool_upload(request, limit, folder)
     except BodyTooLarge:
