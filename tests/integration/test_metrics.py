@@ -81,7 +81,9 @@ async def test_metrics_after_a_batch(
     assert value(m, "segflow_spend_usd_total", tenant="acme") == pytest.approx(summary["spend_usd"])
     # HTTP per route template, never per path.
     assert value(m, "segflow_http_requests_total", method="POST", route="/v1/batches", status="202") == 1
-    webhooks = value(m, "segflow_http_request_duration_seconds_count", method="POST", route="/webhooks/qubico/{job_id}/{attempt}")
+    webhooks = value(
+        m, "segflow_http_request_duration_seconds_count", method="POST", route="/webhooks/qubico/{job_id}/{attempt}"
+    )
     assert webhooks >= 3
     routes = {dict(labels).get("route") for name, labels in m if name == "segflow_http_requests_total"}
     assert all(r is not None and (r == "unmatched" or r.startswith("/")) for r in routes)
