@@ -19,8 +19,8 @@ test: $(STAMP)
 	$(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check service tests benchmarks
-	$(BIN)/ruff format --check service tests benchmarks
+	$(BIN)/ruff check service tests benchmarks examples
+	$(BIN)/ruff format --check service tests benchmarks examples
 	$(BIN)/mypy
 
 # The long chaos soak and a minute of webhooks at full rate on both databases (by hand; CI runs

@@ -29,6 +29,7 @@ from service.webhook_secrets import WebhookSecrets
 
 KEY = "bench-webhook-master-key-0123456789"
 EXAMPLE = Path(__file__).resolve().parents[1] / "tests" / "data" / "upstream" / "webhook-completed.json"
+_TASK_SQL = "INSERT INTO tasks (task_id, job_id, attempt, origin, status, created_at, updated_at) VALUES"
 
 
 # preparing jobs ------------------------------------------------------------------------------
@@ -60,7 +61,7 @@ async def prepare(database_url: str, count: int) -> list[tuple[str, str]]:
         with conn:
             conn.execute("INSERT INTO batches VALUES (?, 'bench', NULL, NULL, 'h', ?, ?)", (batch, count, now))
             conn.executemany(job_sql.format(", ".join("?" * 15)), jobs)
-            conn.executemany("INSERT INTO tasks VALUES (?, ?, ?, ?, ?, ?, ?)", tasks)
+            conn.executemany(f"{_TASK_SQL} (?, ?, ?, ?, ?, ?, ?)", tasks)
         conn.close()
     else:
         import asyncpg
@@ -72,7 +73,7 @@ async def prepare(database_url: str, count: int) -> list[tuple[str, str]]:
                     "INSERT INTO batches VALUES ($1, 'bench', NULL, NULL, 'h', $2, $3)", batch, count, now
                 )
                 await conn.executemany(job_sql.format(", ".join(f"${i}" for i in range(1, 16))), jobs)
-                await conn.executemany("INSERT INTO tasks VALUES ($1, $2, $3, $4, $5, $6, $7)", tasks)
+                await conn.executemany(f"{_TASK_SQL} ($1, $2, $3, $4, $5, $6, $7)", tasks)
         finally:
             await conn.close()
     return pairs

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import flows, ingest, retention, webhook_cost
+from benchmarks import flows, ingest, recovery, retention, webhook_cost
 from benchmarks.machine import describe
 
 HERE = Path(__file__).resolve().parent
@@ -284,6 +284,7 @@ def render(results: dict[str, Any]) -> None:
                 "stored_p50_ms",
                 "stored_p99_ms",
                 "jobs_pruned_during_run",
+                *recovery.NOTES,
             )
             if k in r
         }
@@ -318,6 +319,7 @@ def main() -> None:
     rows = ingest_rows(runs, duration, args.full) + flow_rows(3 if not args.full else 5, args.full)
     rows += webhook_cost.rows(args.full)
     rows += retention.rows(runs, duration, args.full)
+    rows += recovery.rows(1 if not args.full else 3, make_target(args.full), _workdir, row)
     write(rows, describe(), profile, time.time() - started)
     print((HERE / "RESULTS.md").read_text())
 

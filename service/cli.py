@@ -1,20 +1,22 @@
-"""The `segflow` command line."""
+"""The `segflow` command line.
+
+Client commands (submit, status, results, events, subscriptions) exit 0 when done, 1 when jobs
+ended without a mask, 2 on bad usage or input, 3 when segflow refused, 4 when it could not be
+reached, 5 when --wait timed out (service/cli_client.py).
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
-import csv
-import mimetypes
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-
+from service import cli_client
+from service.cli_client import add_client_args
 from service.settings import ConfigError, Settings, load_settings
 
 
@@ -103,137 +105,9 @@ async def _migrate(settings: Settings) -> int:
     return 0
 
 
-async def _keys_create(settings: Settings, tenant: str, label: str) -> int:
-    from service.api.keys import hash_key, new_key
-    from service.store import open_store_for
-
-    store = open_store_for(settings.database_url)
-    await store.open()
-    try:
-        key = new_key()
-        await store.add_api_key(tenant, hash_key(key), label)
-    finally:
-        await store.close()
-    print(key)
-    print(f"(tenant {tenant}; shown once, stored hashed)", file=sys.stderr)
-    return 0
-
-
-# submit / status / results ------------------------------------------------------------------
-
-
-def _client_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--url",
-        default=os.environ.get("SEGFLOW_API_URL", "http://127.0.0.1:8600"),
-        help="segflow base URL (SEGFLOW_API_URL)",
-    )
-
-
-def _api_key() -> str:
-    key = os.environ.get("SEGFLOW_API_KEY")
-    if not key:
-        raise ConfigError("SEGFLOW_API_KEY: set it to your segflow API key")
-    return key
-
-
-async def _items(args: argparse.Namespace, client: Any) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
-    if args.csv:
-        with open(args.csv, newline="") as fh:
-            for row in csv.DictReader(fh):
-                item: dict[str, Any] = {"image": row["image"], "prompt": row["prompt"]}
-                if row.get("negative_prompt"):
-                    item["negative_prompt"] = row["negative_prompt"]
-                if row.get("segment_factor"):
-                    item["segment_factor"] = int(row["segment_factor"])
-                items.append(item)
-    for source in args.sources:
-        url = source
-        if not source.startswith(("http://", "https://")):
-            path = Path(source)
-            ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-            url = await client.upload_input(path.read_bytes(), ctype)
-        for prompt in args.prompt or []:
-            items.append(
-                {
-                    "image": url,
-                    "prompt": prompt,
-                    "negative_prompt": args.negative_prompt,
-                    "segment_factor": args.segment_factor,
-                }
-            )
-    if not items:
-        raise ConfigError("nothing to submit: give image files or URLs with --prompt, or --csv")
-    return items
-
-
-async def _submit(args: argparse.Namespace) -> int:
-    from service.apiclient import SegflowClient
-    from service.progress import counts_table, wait_for_batch
-
-    console = Console()
-    async with SegflowClient(args.url, _api_key()) as client:
-        items = await _items(args, client)
-        answer = await client.submit(items, callback_url=args.callback_url, idempotency_key=args.idempotency_key)
-        console.print(f"batch [bold]{answer['batch_id']}[/] accepted: {len(answer['jobs'])} jobs")
-        if args.wait:
-            summary = await wait_for_batch(client, answer["batch_id"], console, timeout_s=args.timeout)
-            console.print(counts_table(f"batch {answer['batch_id']}", summary["counts"]))
-            console.print(f"spend: ${summary['spend_usd']:.2f}")
-            return 0 if summary["done"] >= summary["total"] else 1
-    return 0
-
-
-async def _status(args: argparse.Namespace) -> int:
-    from service.apiclient import SegflowClient
-    from service.progress import counts_table
-
-    console = Console()
-    async with SegflowClient(args.url, _api_key()) as client:
-        summary = await client.batch(args.batch_id)
-    console.print(counts_table(f"batch {args.batch_id}: {summary['done']}/{summary['total']} done", summary["counts"]))
-    console.print(f"spend: ${summary['spend_usd']:.2f}")
-    return 0
-
-
-async def _results(args: argparse.Namespace) -> int:
-    """Every mask of a batch into a folder, through the manifest's signed links (so it works
-    whatever backend stores the masks), each checked against its sha256; plus the manifest."""
-    import orjson
-    from rich.progress import track
-
-    from service.apiclient import SegflowClient
-    from service.progress import facts_table
-
-    console = Console()
-    out = Path(args.out)
-    saved = missing = 0
-    async with SegflowClient(args.url, _api_key()) as client:
-        rows = await client.manifest(args.batch_id)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "manifest.jsonl").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
-        for row in track(rows, description="downloading masks", console=console):
-            if not row["download_url"]:
-                missing += 1
-                continue
-            await client.save_link(row["download_url"], out / f"{row['job_id']}.png", row["mask_sha256"])
-            saved += 1
-    console.print(
-        facts_table(
-            "results",
-            [
-                ("masks saved", str(saved)),
-                ("jobs without a mask", str(missing)),
-                ("folder", str(out.resolve())),
-                ("manifest", str((out / "manifest.jsonl").resolve())),
-            ],
-        )
-    )
-    return 0
-
-
 async def _prune(settings: Settings, dry_run: bool) -> int:
+    from rich.console import Console
+
     from service.artifacts import open_backend
     from service.progress import facts_table
     from service.pruner import Pruning
@@ -266,42 +140,19 @@ async def _prune(settings: Settings, dry_run: bool) -> int:
     return 0
 
 
-async def _events(args: argparse.Namespace) -> int:
-    from rich.table import Table
+async def _keys_create(settings: Settings, tenant: str, label: str) -> int:
+    from service.api.keys import hash_key, new_key
+    from service.store import open_store_for
 
-    from service.apiclient import SegflowClient
-
-    console = Console()
-    async with SegflowClient(args.url, _api_key()) as client:
-        if args.events_command == "replay":
-            answer = await client.replay_event(args.event_id)
-            console.print(f"event {args.event_id}: {answer['replayed']} deliveries queued again")
-            return 0
-        found = await client.event_deliveries(args.event_id)
-    table = Table(title=f"{found['event']['type']} {args.event_id}")
-    for column in ("target", "state", "attempt", "at", "status", "ms", "error"):
-        table.add_column(column)
-    for d in found["deliveries"]:
-        for a in d["attempt_log"] or [{"n": 0, "at": "", "status": None, "duration_ms": 0, "error": None}]:
-            table.add_row(
-                d["target"],
-                d["state"],
-                str(a["n"]),
-                a["at"] or "",
-                str(a["status"] or "-"),
-                f"{a['duration_ms']:.0f}",
-                a["error"] or "",
-            )
-    console.print(table)
-    return 0
-
-
-async def _subscriptions_replay(args: argparse.Namespace) -> int:
-    from service.apiclient import SegflowClient
-
-    async with SegflowClient(args.url, _api_key()) as client:
-        answer = await client.replay_subscription(args.sub_id, args.since)
-    Console().print(f"subscription {args.sub_id}: {answer['replayed']} dead deliveries queued again")
+    store = open_store_for(settings.database_url)
+    await store.open()
+    try:
+        key = new_key()
+        await store.add_api_key(tenant, hash_key(key), label)
+    finally:
+        await store.close()
+    print(key)
+    print(f"(tenant {tenant}; shown once, stored hashed)", file=sys.stderr)
     return 0
 
 
@@ -340,34 +191,51 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--segment-factor", type=int, default=0)
     s.add_argument("--csv", help="CSV with columns image,prompt[,negative_prompt,segment_factor]")
     s.add_argument("--callback-url")
-    s.add_argument("--idempotency-key")
+    s.add_argument(
+        "--idempotency-key", help="run the same command again without paying twice (one key per batch: KEY-NofM)"
+    )
+    s.add_argument(
+        "--batch-size",
+        type=int,
+        default=int(os.environ.get("SEGFLOW_MAX_BATCH_ITEMS", cli_client.DEFAULT_BATCH_SIZE)),
+        help="items per batch: more are split into several batches, reported as one run "
+        "(default: SEGFLOW_MAX_BATCH_ITEMS or 1000, the server's default max_batch_items)",
+    )
     s.add_argument("--wait", action="store_true", help="show progress until every job is final")
     s.add_argument("--timeout", type=float, default=3600.0)
-    _client_args(s)
-    st = sub.add_parser("status", help="a batch's progress")
-    st.add_argument("batch_id")
-    _client_args(st)
-    r = sub.add_parser("results", help="download a batch's masks")
-    r.add_argument("batch_id")
+    add_client_args(s, output=True)
+    st = sub.add_parser("status", help="the progress of one or more batches (one run)")
+    st.add_argument("batch_ids", nargs="+", metavar="batch_id")
+    add_client_args(st, output=True)
+    r = sub.add_parser("results", help="download the masks of one or more batches")
+    r.add_argument("batch_ids", nargs="+", metavar="batch_id")
     r.add_argument("--out", required=True)
-    _client_args(r)
+    add_client_args(r, output=True)
     ev = sub.add_parser("events", help="outbound events: deliveries and replays").add_subparsers(
         dest="events_command", required=True
     )
     for name, text in (
         ("deliveries", "every delivery of an event, with status codes and timings"),
-        ("replay", "deliver an event again to every destination"),
+        ("replay", "deliver an event again where it did not get through (--all: everywhere)"),
     ):
         e = ev.add_parser(name, help=text)
         e.add_argument("event_id")
-        _client_args(e)
+        if name == "replay":
+            e.add_argument("--all", action="store_true", help="delivered destinations too")
+        add_client_args(e)
     subs = sub.add_parser("subscriptions", help="event subscriptions").add_subparsers(
         dest="subscriptions_command", required=True
     )
-    sr = subs.add_parser("replay", help="deliver again every dead delivery of a subscription since a time")
+    sr = subs.add_parser("replay", help="deliver again what did not get through to a subscription since a time")
     sr.add_argument("sub_id")
     sr.add_argument("--since", required=True, help="RFC 3339 time or unix seconds")
-    _client_args(sr)
+    sr.add_argument("--all", action="store_true", help="delivered events too")
+    add_client_args(sr)
+    dv = sub.add_parser("dev", help="the sandbox and segflow on one SQLite file, up until Ctrl-C")
+    dv.add_argument("--port", type=int, default=8600, help="segflow's port (0: any free port)")
+    dv.add_argument("--sandbox-port", type=int, default=0, help="the sandbox's port (0: any free port)")
+    dv.add_argument("--data", default=".segflow/dev", help="folder of the SQLite file and the masks")
+    dv.add_argument("--faults", action="store_true", help="switch on the sandbox's faults (as the demo does)")
     d = sub.add_parser("demo", help="sandbox + segflow on a fresh SQLite file, a batch end to end")
     d.add_argument("--jobs-per-image", type=int, default=6, help="prompts per sample image (1..6)")
     d.add_argument("--seed", type=int, default=7)
@@ -395,15 +263,19 @@ def _dispatch(args: argparse.Namespace) -> int:
         from service.demo import run_demo
 
         return asyncio.run(run_demo(jobs_per_image=args.jobs_per_image, seed=args.seed, faults=not args.no_faults))
+    if args.command == "dev":
+        from service.dev import run_dev
+
+        return asyncio.run(run_dev(port=args.port, sandbox_port=args.sandbox_port, data=args.data, faults=args.faults))
     if args.command in ("submit", "status", "results", "events", "subscriptions"):
         handler = {
-            "submit": _submit,
-            "status": _status,
-            "results": _results,
-            "events": _events,
-            "subscriptions": _subscriptions_replay,
+            "submit": cli_client.submit,
+            "status": cli_client.status,
+            "results": cli_client.results,
+            "events": cli_client.events,
+            "subscriptions": cli_client.subscriptions_replay,
         }[args.command]
-        return asyncio.run(handler(args))
+        return cli_client.run(handler, args)
     settings = _settings(args)
     _logging(settings)
     if args.command == "serve":

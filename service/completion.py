@@ -56,7 +56,7 @@ def decide_snapshot(
             task_attempt == job.attempt and job.task_id is None and job.state in (State.SUBMITTING, State.UNKNOWN)
         )
         origin = task.origin if task else _origin(job, current)
-        upsert = TaskUpsert(snap.task_id, task_attempt, origin, snap.status.value)
+        upsert = TaskUpsert(snap.task_id, task_attempt, origin, snap.status.value, *_timings(job, snap, source, now))
         detail = {"task_id": snap.task_id, "status": snap.raw_status, "attempt": task_attempt}
         adopt = {"task_id": snap.task_id} if current and job.task_id is None else {}
         if job.state not in IN_FLIGHT:
@@ -101,6 +101,19 @@ def decide_snapshot(
         )
 
     return decide
+
+
+def _timings(job: JobRow, snap: TaskSnapshot, source: str, now: float) -> tuple[float | None, float | None]:
+    """What a final snapshot tells about the upstream's pace: its run time by its own clock, and
+    (for a webhook of the current attempt's create) how long after our create it came. The
+    adaptive first poll and adoption window are computed from these (service/timings.py)."""
+    if not snap.status.is_final:
+        return None, None
+    run = None
+    if snap.created_at is not None and snap.ended_at is not None:
+        run = max(0.0, (snap.ended_at - snap.created_at).total_seconds())
+    heard = now - job.sent_at if source == "webhook" and job.sent_at and snap.task_id == job.task_id else None
+    return run, heard
 
 
 def _owning_attempt(job: JobRow, task: TaskRow | None, attempt: int | None) -> int:
@@ -194,9 +207,11 @@ def retry_delay(attempt: int, policy: SnapshotPolicy) -> float:
 
 
 def policy_of(services: Services) -> SnapshotPolicy:
+    """The settings, with the first poll where the observed run times put it (service/timings.py)."""
     s = services.settings
+    first_poll = services.timings.current(s).first_poll_s
     return SnapshotPolicy(
-        s.max_attempts, s.poll_after_s, s.submit_backoff_base_s, s.submit_backoff_max_s, s.staged_poll_after_s
+        s.max_attempts, first_poll, s.submit_backoff_base_s, s.submit_backoff_max_s, s.staged_poll_after_s
     )
 
 

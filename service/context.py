@@ -11,6 +11,7 @@ from service.metrics import Metrics
 from service.settings import Settings, check_for_service
 from service.signing import CallbackSigner
 from service.store import Store, open_store_for
+from service.timings import Timings
 from service.tracing import Tracing
 from service.upstream.client import UpstreamClient, UpstreamTimeouts
 from service.wakeup import Wakeup
@@ -28,6 +29,7 @@ class Services:
     links: LinkSigner
     metrics: Metrics = field(default_factory=Metrics)
     wakeup: Wakeup = field(default_factory=Wakeup)
+    timings: Timings = field(default_factory=Timings)
     instance_id: str = field(default_factory=lambda: _secrets.token_hex(4))
     tracing: Tracing = field(default_factory=Tracing)
 

@@ -12,8 +12,8 @@ from typing import Any
 import aiohttp
 from rich.console import Console
 
-from service.apiclient import SegflowClient
 from service.app import create_app
+from service.client import AsyncClient
 from service.context import Services, open_services
 from service.invariants import Report, check_run
 from service.logs import configure_logging
@@ -118,10 +118,10 @@ async def run_demo(*, jobs_per_image: int = 6, seed: int = 7, faults: bool = Tru
                         f"account limit {DEMO_ACCOUNT_LIMIT} tasks (over it: staged), create status '', "
                         "bad images fail after the create, cancel only while pending"
                     )
-                async with SegflowClient(segflow_url, api_key) as client:
+                async with AsyncClient(segflow_url, api_key) as client:
                     images = await _sample_images(sandbox_url)
                     items = [{"image": url, "prompt": p} for url in images for p in PROMPTS[:jobs_per_image]]
-                    batch = await client.submit(items, idempotency_key=f"demo-{seed}-{workdir.name}")
+                    batch = await client.create_batch(items, idempotency_key=f"demo-{seed}-{workdir.name}")
                     console.print(
                         f"batch {batch['batch_id']}: {len(items)} jobs "
                         f"({len(images)} images x {jobs_per_image} prompts)"

@@ -30,6 +30,9 @@ class Report:
     acked_completions: int = 0
     duplicate_paid_tasks: int = 0
     resends_after_adoption_window: int = 0
+    resends_after_history: int = 0
+    adopted_from_history: int = 0
+    claims_lapsed: int = 0
     violations: list[str] = field(default_factory=list)
 
     @property
@@ -56,7 +59,8 @@ async def check_run(
     sandbox_tasks: Sequence[Mapping[str, Any]],
 ) -> Report:
     """Every job final exactly once; masks present with the sandbox's sha256; no double payment
-    beyond re-sends after a passed adoption window."""
+    beyond re-sends after a passed adoption window (a re-send the history allowed, or an adoption
+    from it, never pays twice); a job goes `unknown` only when its create was sent."""
     report = Report(jobs=len(job_ids))
     paid = paid_tasks_by_job(sandbox_tasks)
     masks = {t["task_id"]: tuple(t.get("mask_sha256s") or [t.get("mask_sha256")]) for t in sandbox_tasks}
@@ -80,8 +84,16 @@ async def check_run(
         retries = sum(1 for e in events if e.event == "retry")
         if job.state.is_terminal and len(finals) != retries + 1:
             report.violations.append(f"{job_id}: {len(finals)} terminal transitions")
-        resends = sum(1 for e in events if e.event == "adoption_window_passed")
+        # Only the blind window may pay twice: the history said no task exists before a re-send.
+        passed = [e for e in events if e.event == "adoption_window_passed"]
+        resends = sum(1 for e in passed if (e.detail or {}).get("via") != "history")
         report.resends_after_adoption_window += resends
+        report.resends_after_history += len(passed) - resends
+        report.adopted_from_history += sum(1 for e in events if e.source == "history" and e.from_state == "unknown")
+        report.claims_lapsed += sum(1 for e in events if e.event == "claim_lapsed")
+        for e in events:
+            if e.event == "lease_expired" and not (e.detail or {}).get("sent_at"):
+                report.violations.append(f"{job_id}: unknown after a lapsed lease, yet its create was never sent")
         extra = len(paid.get(job_id, ())) - 1
         if extra > 0:
             report.duplicate_paid_tasks += extra

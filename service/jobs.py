@@ -56,6 +56,7 @@ class JobRow:
     created_at: float
     updated_at: float
     finished_at: float | None
+    sent_at: float | None = None  # when the current attempt's create was about to go out (None: not sent)
     trace_context: str | None = None  # the job's span, set once at acceptance (migration 0008)
 
 
@@ -77,12 +78,13 @@ def _none(*columns: str) -> Mapping[str, Any]:
 
 _LEASE = _none("lease_owner", "lease_until")
 _ENDED = _none("lease_owner", "lease_until", "next_check_at")
-_ATTEMPT = _none("task_id", "next_check_at", "unknown_since")  # a new attempt starts clean
+_ATTEMPT = _none("task_id", "next_check_at", "unknown_since", "sent_at")  # a new attempt starts clean
 RESETS: Mapping[Event, Mapping[str, Any]] = {
     Event.CLAIM: {},
     Event.CREATED: {**_LEASE, "unknown_since": None},
     Event.PROGRESS: {**_LEASE, "unknown_since": None},
-    Event.RETRY_LATER: _LEASE,
+    Event.RETRY_LATER: {**_LEASE, "sent_at": None},  # the create was refused: nothing of it exists
+    Event.CLAIM_LAPSED: _LEASE,
     Event.AMBIGUOUS: _LEASE,
     Event.LEASE_EXPIRED: _LEASE,
     Event.ADOPTION_WINDOW_PASSED: _ATTEMPT,
@@ -145,6 +147,8 @@ class TaskUpsert:
     attempt: int
     origin: str  # created | adopted | orphan
     status: str
+    run_s: float | None = None  # a final task's run time by the upstream's clock (ended_at - created_at)
+    heard_after_s: float | None = None  # from our create to its final webhook
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +226,19 @@ class SubscriptionRow:
     created_at: float
     disabled_at: float | None
     disabled_reason: str | None
+    paused: bool = False
+    secret_version: int = 0  # 0: signed as the subscription id; n: as `<id>#v<n>`
+    previous_secret_until: float | None = None  # the previous version also signs until then
+    failing_since: float | None = None  # the first failed attempt since the last delivered one
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionChanges:
+    """A PATCH of a subscription: None leaves a field as it is."""
+
+    url: str | None = None
+    event_types: tuple[str, ...] | None = None
+    paused: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,7 +248,7 @@ class OutboxEvent:
     id: str
     tenant: str
     type: str
-    batch_id: str
+    batch_id: str  # "" for events about no batch (subscription.disabled, test events)
     job_id: str | None
     payload: str  # the exact JSON body every delivery of this event sends
     created_at: float
@@ -264,6 +281,7 @@ class DeliveryRow:
     last_error: str | None
     created_at: float
     finished_at: float | None
+    origin: str = ""  # scheme://host:port, what the per-endpoint limit and the slow-down key on
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,6 +299,8 @@ class ClaimedDelivery:
     delivery: DeliveryRow
     payload: str
     tenant: str
+    secret_version: int = 0  # of the subscription (0 for a batch's callback_url)
+    previous_secret_until: float | None = None
     trace_context: str | None = None  # the event's, so the delivery's span joins its job's trace
 
 
@@ -293,6 +313,12 @@ class AttemptResult:
     error: str | None
     outcome: str  # delivered | retry | dead | gone (410: the subscription is disabled)
     next_at: float | None = None
+    # The endpoint asked to be left alone (429/502/503/504): pause its origin at least this long,
+    # doubling while it keeps asking, up to slow_down_max_s.
+    slow_down_s: float | None = None
+    slow_down_max_s: float = 0.0
+    # A subscription failing (no delivery) for this long is disabled (None: never).
+    disable_after_s: float | None = None
 
 
 # retention (the pruner) ----------------------------------------------------------------------

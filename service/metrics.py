@@ -91,6 +91,12 @@ class Metrics:
         self.callbacks = Counter(
             "segflow_callback_attempts_total", "Outbound callback attempts by outcome", ["outcome"], registry=r
         )
+        self.subscriptions_disabled = Counter(
+            "segflow_subscriptions_disabled_total",
+            "Subscriptions segflow disabled: their endpoint kept failing, or answered 410 Gone",
+            ["reason"],
+            registry=r,
+        )
         self.spend = Counter(
             "segflow_spend_usd_total",
             "Upstream price of the masks this process stored, by tenant (the first tenants seen, then _other)",

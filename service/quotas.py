@@ -1,4 +1,4 @@
-"""Per-tenant quotas: upload bytes per day, batch requests per minute, unfinished jobs. Past one,
+"""Per-tenant quotas: upload bytes per day, batch and replay requests per minute, unfinished jobs. Past one,
 the request is refused with 429 and a `Retry-After` saying when the window frees up.
 
 The counters live in the store (`tenant_usage`), so every replica counts against one limit: an
@@ -67,6 +67,16 @@ async def charge_batch_request(services: Services, tenant: str, now: float) -> N
     start, left_s = _window(now, MINUTE_S)
     if await services.store.add_usage(tenant, "batch_requests", start, 1, limit) is None:
         raise _refused("batches_per_minute", limit, f"at most {limit} batch requests a minute", left_s)
+
+
+async def charge_replay(services: Services, tenant: str, now: float) -> None:
+    """Count a callback replay request against this minute's quota ([callbacks] replays_per_minute); 429 past it."""
+    limit = services.settings.callback_replays_per_minute
+    if not limit:
+        return
+    start, left_s = _window(now, MINUTE_S)
+    if await services.store.add_usage(tenant, "replay_requests", start, 1, limit) is None:
+        raise _refused("replays_per_minute", limit, f"at most {limit} replay requests a minute", left_s)
 
 
 async def check_open_jobs(services: Services, tenant: str, adding: int) -> None:

@@ -65,7 +65,7 @@ class Settings:
     creates_per_s: float = _opt("submitter", "creates_per_s", 10.0)
     submit_batch: int = _opt("submitter", "batch", 32)
     submit_concurrency: int = _opt("submitter", "concurrency", 16)
-    submit_lease_s: float = _opt("submitter", "lease_s", 60.0)
+    submit_lease_s: float = _opt("submitter", "lease_s", 15.0)
     submit_backoff_base_s: float = _opt("submitter", "backoff_base_s", 2.0)
     submit_backoff_max_s: float = _opt("submitter", "backoff_max_s", 300.0)
     submit_interval_s: float = _opt("submitter", "interval_s", 1.0)
@@ -75,6 +75,10 @@ class Settings:
     poll_backoff_max_s: float = _opt("reconciler", "poll_backoff_max_s", 600.0)
     staged_poll_after_s: float = _opt("reconciler", "staged_poll_after_s", 120.0)
     adoption_window_s: float = _opt("reconciler", "adoption_window_s", 600.0)
+    adoption_floor_s: float = _opt("reconciler", "adoption_floor_s", 30.0)
+    poll_floor_s: float = _opt("reconciler", "poll_floor_s", 3.0)
+    history_lookup: bool = _opt("reconciler", "history_lookup", True)
+    history_settle_s: float = _opt("reconciler", "history_settle_s", 5.0)
     reconcile_batch: int = _opt("reconciler", "batch", 200)
     reconcile_concurrency: int = _opt("reconciler", "concurrency", 8)
     # [artifacts]
@@ -107,6 +111,13 @@ class Settings:
     prune_interval_s: float = _opt("retention", "interval_s", 600.0)
     prune_batch: int = _opt("retention", "batch", 200)
     prune_pause_s: float = _opt("retention", "pause_s", 0.05)
+    callback_max_subscriptions: int = _opt("callbacks", "max_subscriptions", 20)
+    callback_replays_per_minute: int = _opt("callbacks", "replays_per_minute", 10)
+    callback_retry_after_max_s: float = _opt("callbacks", "retry_after_max_s", 3600.0)
+    callback_slow_down_s: float = _opt("callbacks", "slow_down_s", 5.0)
+    callback_slow_down_max_s: float = _opt("callbacks", "slow_down_max_s", 600.0)
+    callback_disable_after_s: float = _opt("callbacks", "disable_after_s", 432_000.0)
+    callback_rotation_overlap_s: float = _opt("callbacks", "rotation_overlap_s", 86_400.0)
     # [quotas]: per tenant, shared by every replica (kept in the store); 0 turns one off
     quota_upload_bytes_per_day: int = _opt("quotas", "upload_bytes_per_day", 1_073_741_824)
     quota_queued_jobs: int = _opt("quotas", "queued_jobs", 100_000)
@@ -154,6 +165,7 @@ def _validate(s: Settings) -> None:
         "reconcile_batch",
         "callback_per_endpoint",
         "callback_batch",
+        "callback_max_subscriptions",
         "reconcile_concurrency",
         "fetch_batch",
         "fetch_concurrency",

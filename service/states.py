@@ -33,6 +33,7 @@ class Event(enum.StrEnum):
     REJECTED = "rejected"  # create definitely refused; retrying cannot help
     RETRY_LATER = "retry_later"  # create definitely not applied (429, 5xx): queue with backoff
     AMBIGUOUS = "ambiguous"  # create may or may not have reached upstream
+    CLAIM_LAPSED = "claim_lapsed"  # the claim's lease passed before its create was sent: queue again
     LEASE_EXPIRED = "lease_expired"  # the submitter holding the lease died mid-create
     ADOPTION_WINDOW_PASSED = "adoption_window_passed"  # no sign of the task: try again
     ATTEMPTS_EXHAUSTED = "attempts_exhausted"  # would retry, but no attempts left
@@ -62,6 +63,7 @@ def _table() -> dict[tuple[State, Event], State]:
         (State.SUBMITTING, Event.REJECTED): State.FAILED,
         (State.SUBMITTING, Event.RETRY_LATER): State.QUEUED,
         (State.SUBMITTING, Event.AMBIGUOUS): State.UNKNOWN,
+        (State.SUBMITTING, Event.CLAIM_LAPSED): State.QUEUED,
         (State.SUBMITTING, Event.LEASE_EXPIRED): State.UNKNOWN,
         (State.UNKNOWN, Event.ADOPTION_WINDOW_PASSED): State.QUEUED,
         (State.UNKNOWN, Event.ATTEMPTS_EXHAUSTED): State.FAILED,

@@ -12,6 +12,7 @@ from service.backoff import Backoff
 from service.changes import apply
 from service.completion import policy_of
 from service.context import Services
+from service.history import webhook_endpoint
 from service.job_actions import cancel_upstream
 from service.jobs import Change, DecideFn, JobRow, TaskRow, TaskUpsert
 from service.ratelimit import TokenBucket
@@ -25,11 +26,12 @@ from service.upstream.errors import (
 )
 from service.upstream.wire import CreateRequest, TaskSnapshot
 from service.wakeup import Topic
-from service.webhook_secrets import webhook_path
 from service.worker_base import Worker
 
 # A refusal that says the account, not the job, is the problem: wait for an operator, don't fail.
 _ACCOUNT_STATUSES = frozenset({401, 402, 403})
+_ANSWER_MARGIN_S = 5.0
+"""A sent create's lease outlasts the client's timeout by this much: time to record the answer."""
 
 
 class Submitter(Worker):
@@ -50,7 +52,10 @@ class Submitter(Worker):
 
     async def round(self) -> bool:
         s = self.services.settings
-        free = s.submit_concurrency - (len(self._inflight))
+        held = s.submit_concurrency
+        if s.creates_per_s > 0:  # hold no more claims than the rate sends well within their lease
+            held = min(held, max(1, int(s.creates_per_s * s.submit_lease_s / 2)))
+        free = held - len(self._inflight)
         if free <= 0:
             return False
         jobs = await self.services.store.claim_queued(
@@ -75,12 +80,15 @@ class Submitter(Worker):
         log = self.log.bind(job_id=job.id, attempt=job.attempt)
         async with self.slots:
             await self.bucket.acquire()
+            if not await self._sending(job):
+                log.info("claim_lapsed_before_send")
+                return
             request = CreateRequest(
                 image=job.image,
                 prompt=job.prompt,
                 negative_prompt=job.negative_prompt,
                 segment_factor=job.segment_factor,
-                webhook_endpoint=self.services.settings.public_url.rstrip("/") + webhook_path(job.id, job.attempt),
+                webhook_endpoint=webhook_endpoint(self.services.settings, job.id, job.attempt),
                 webhook_secret=self.services.secrets.derive(job.id, job.attempt),
                 service_mode=self.services.settings.upstream_service_mode,
             )
@@ -105,6 +113,22 @@ class Submitter(Worker):
             log.info("task_created", state=outcome.value if outcome else None)
             if outcome is State.CANCELLED:
                 await cancel_upstream(self.services, snap.task_id)
+
+    async def _sending(self, claimed: JobRow) -> bool:
+        """Record durably (in the group commit) that the create is about to go out, extending the
+        lease past the client's timeout. Only a job so marked can have a task it does not know of:
+        a lapsed claim without the mark goes back to `queued` at once, never to `unknown`. False
+        if the claim is no longer this submitter's (its lease lapsed and the job moved on)."""
+        now = time.time()
+        lease = now + self.services.settings.upstream_timeout_s + _ANSWER_MARGIN_S
+
+        def decide(job: JobRow | None, _task: TaskRow | None) -> Change | None:
+            if not _same_attempt(job, claimed) or job is None or job.lease_owner != self.owner or job.sent_at:
+                return None
+            return Change(None, "submitter", set={"sent_at": now, "lease_until": lease})
+
+        outcome = await apply(self.services, claimed.id, decide, source="submitter")
+        return outcome.applied and outcome.after is not None and outcome.after.sent_at == now
 
     def _created(self, claimed: JobRow, snap: TaskSnapshot) -> DecideFn:
         poll_after = policy_of(self.services).next_poll_s(snap.status)
@@ -140,12 +164,15 @@ class Submitter(Worker):
         now = time.time()
         s = self.services.settings
         if isinstance(exc, UpstreamAmbiguous):
+            # With the history, look soon (the task, if any, is listed within the settle delay);
+            # without it, wait for a webhook as long as one is usually late.
+            wait = s.history_settle_s if s.history_lookup else self.services.timings.current(s).adoption_window_s
             return Change(
                 Event.AMBIGUOUS,
                 "submitter",
                 set={
                     "unknown_since": now,
-                    "next_check_at": now + s.adoption_window_s,
+                    "next_check_at": now + wait,
                 },
                 detail={"error": type(exc).__name__},
             )

@@ -34,12 +34,15 @@ class BatchRequest:
     request_hash: str  # sha256 of the canonical JSON body: what an Idempotency-Key replay must match
 
 
-async def read_json(request: Request, limit: int) -> Any:
-    """The decoded JSON body; 413 past `limit` bytes (checked before reading all), 400 if malformed."""
+async def read_json(request: Request, limit: int, *, allow_empty: bool = False) -> Any:
+    """The decoded JSON body; 413 past `limit` bytes (checked before reading all), 400 if malformed.
+    With `allow_empty`, no body at all is None (for POSTs whose body is optional)."""
     try:
         body = await read_limited(request, limit)
     except BodyTooLarge:
         raise ApiError(413, "body_too_large", f"the request body is larger than {limit} bytes") from None
+    if allow_empty and not body.strip():
+        return None
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:

@@ -35,6 +35,30 @@ class BatchListing:
     limit: int
 
 
+@dataclass(frozen=True, slots=True)
+class EventListing:
+    type: str | None
+    before: tuple[float, str] | None  # (created_at, id) of the last event already seen
+    limit: int
+
+
+def encode_event_cursor(created_at: float, event_id: str) -> str:
+    """The cursor for the events listed after (older than) this one."""
+    return base64.urlsafe_b64encode(orjson.dumps({"before_event": [created_at, event_id]})).rstrip(b"=").decode()
+
+
+def parse_event_listing(query: Mapping[str, str], types: tuple[str, ...]) -> EventListing:
+    """The page of events a query asks for; 400 for a bad cursor, else 422 naming every bad parameter."""
+    problems: list[Problem] = []
+    kind = query.get("type") or None
+    if kind is not None and kind not in types:
+        problems.append(Problem("type", f"must be one of {', '.join(types)}"))
+    limit = _limit(query.get("limit"), problems)
+    before = _pair_cursor(query.get("cursor"), "before_event", problems)
+    _refuse(problems)
+    return EventListing(kind, before, limit)
+
+
 def encode_cursor(seq: int) -> str:
     """The cursor for the page after the job with `seq`; opaque so its form can change."""
     return base64.urlsafe_b64encode(orjson.dumps({"after": seq})).rstrip(b"=").decode()
@@ -105,16 +129,20 @@ def _decode(raw: str) -> object:
 
 
 def _batch_cursor(raw: str | None, problems: list[Problem]) -> tuple[float, str] | None:
+    return _pair_cursor(raw, "before", problems)
+
+
+def _pair_cursor(raw: str | None, name: str, problems: list[Problem]) -> tuple[float, str] | None:
     if raw is None or raw == "":
         return None
     decoded = _decode(raw)
-    before = decoded.get("before") if isinstance(decoded, dict) else None
+    before = decoded.get(name) if isinstance(decoded, dict) else None
     match before:
         case [int() | float() as created_at, str() as batch_id] if (
             not isinstance(created_at, bool) and 0 <= created_at < 1e11 and len(batch_id) <= 64
         ):
             return float(created_at), batch_id
-    problems.append(Problem("cursor", "not a cursor this API gave out"))
+    problems.append(Problem(_CURSOR, "not a cursor this API gave out"))
     return None
 
 

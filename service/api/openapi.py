@@ -1,4 +1,5 @@
-"""The OpenAPI 3.1 document: written by hand (service/api/openapi.json), served as stored."""
+"""The OpenAPI 3.1 document: the routes written by hand (service/api/openapi.json), the event
+catalogue (`webhooks`) generated from the payload types (service/api/catalogue.py)."""
 
 from __future__ import annotations
 
@@ -16,9 +17,16 @@ DOCUMENT = "openapi.json"
 
 def load_document() -> bytes:
     """The document's bytes, checked to be JSON so a broken edit fails at start-up, not in a client."""
-    raw = resources.files("service.api").joinpath(DOCUMENT).read_bytes()
-    orjson.loads(raw)
-    return raw
+    from service.api.catalogue import catalogue
+
+    doc = orjson.loads(resources.files("service.api").joinpath(DOCUMENT).read_bytes())
+    webhooks, schemas = catalogue()
+    clash = set(schemas) & set(doc["components"]["schemas"])
+    if clash:
+        raise ValueError(f"event payload schemas clash with the document's: {sorted(clash)}")
+    doc["webhooks"] = webhooks
+    doc["components"]["schemas"] |= schemas
+    return orjson.dumps(doc)
 
 
 def document() -> dict[str, Any]:

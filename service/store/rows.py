@@ -66,7 +66,8 @@ def event(row: Row) -> EventRow:
 
 def subscription(row: Row) -> SubscriptionRow:
     types = tuple(orjson.loads(row["event_types"]))
-    return record(SubscriptionRow, {**row, "event_types": types, "asymmetric": bool(row["ed25519"])})
+    values = {**row, "event_types": types, "asymmetric": bool(row["ed25519"]), "paused": bool(row["paused"])}
+    return record(SubscriptionRow, values)
 
 
 def delivery(row: Row) -> DeliveryRow:
@@ -184,7 +185,7 @@ def plan_group(
         update[0] = to_state.value
         after = jobs[job_id] = gp.changed[job_id] = JobRow(**v)
         if (t := change.task) is not None:
-            gp.tasks.append((t.task_id, job_id, t.attempt, t.origin, t.status, now, now))
+            gp.tasks.append((t.task_id, job_id, t.attempt, t.origin, t.status, now, now, t.run_s, t.heard_after_s))
             known[t.task_id] = TaskRow(t.task_id, job_id, t.attempt, t.origin, t.status, now, now)
         if change.artifacts:
             gp.artifacts.extend(params(a) for a in change.artifacts)

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from service.callback_origin import origin_of
 from service.store.driver import Row, queries
 
 T = TypeVar("T")
@@ -113,6 +114,8 @@ class SqliteDriver:
         conn.execute(f"PRAGMA synchronous = {self._synchronous}")
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute("PRAGMA busy_timeout = 30000")
+        # Callback deliveries are keyed on their URL's origin (migration 0007, claim_deliveries).
+        conn.create_function("segflow_origin", 1, origin_of, deterministic=True)
         return conn
 
     @asynccontextmanager

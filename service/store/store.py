@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from service.callback_events import batch_completed_event
+from service.callback_events import batch_completed_event, subscription_disabled_event
 from service.jobs import (
     ArtifactRow,
     AttemptResult,
@@ -47,6 +47,7 @@ from service.jobs import (
     Outcome,
     PrunedRow,
     RetentionCounts,
+    SubscriptionChanges,
     SubscriptionRow,
     TaskRow,
 )
@@ -436,6 +437,20 @@ class Store:
     async def aged_jobs(self, *, cutoff: float, limit: int) -> list[JobRow]:
         return await self._all(rows.job, "aged_jobs", cutoff, limit)
 
+    # recovery: what the upstream's history is checked against, and the observed timings --------
+
+    async def known_task_ids(self, task_ids: Sequence[str]) -> set[str]:
+        """The ids among `task_ids` of upstream tasks segflow has recorded."""
+        if not task_ids:
+            return set()
+        return set(await self._all(lambda r: str(r["task_id"]), "known_task_ids", sorted(set(task_ids))))
+
+    async def recent_timings(self, *, limit: int) -> tuple[list[float], list[float]]:
+        """The latest `limit` run times (upstream clock) and create-to-final-webhook delays."""
+        runs = await self._all(lambda r: float(r["s"]), "recent_run_times", limit)
+        heard = await self._all(lambda r: float(r["s"]), "recent_heard_after", limit)
+        return runs, heard
+
     # figures -------------------------------------------------------------------------------
 
     async def job_counts(self) -> Mapping[str, int]:
@@ -458,9 +473,20 @@ class Store:
 
     # callbacks: subscriptions, the outbox and its deliveries --------------------------------
 
-    async def add_subscription(self, sub: SubscriptionRow) -> None:
+    async def add_subscription(self, sub: SubscriptionRow, *, max_per_tenant: int = 0) -> bool:
+        """False (nothing added) when the tenant already has `max_per_tenant` enabled ones (0: no limit)."""
         p = rows.params(dataclasses.replace(sub, event_types=orjson.dumps(list(sub.event_types)).decode()))  # type: ignore[arg-type]
-        await self._write(lambda c: c.execute("insert_subscription", *p))
+
+        async def op(c: Conn) -> bool:
+            await c.execute("lock_tenant_subscriptions", sub.tenant)
+            if max_per_tenant:
+                found = await c.fetchrow("count_subscriptions", sub.tenant)
+                if found is not None and int(found["n"]) >= max_per_tenant:
+                    return False
+            await c.execute("insert_subscription", *p)
+            return True
+
+        return await self._write(op)
 
     async def list_subscriptions(self, tenant: str) -> list[SubscriptionRow]:
         return await self._all(rows.subscription, "tenant_subscriptions", tenant)
@@ -479,12 +505,52 @@ class Store:
 
         return await self._write(op)
 
+    async def update_subscription(self, sub_id: str, changes: SubscriptionChanges) -> SubscriptionRow | None:
+        """Apply a PATCH (a new URL also moves the subscription's pending deliveries)."""
+
+        async def op(c: Conn) -> SubscriptionRow | None:
+            if changes.url is not None:
+                await c.execute("update_subscription_url", changes.url, sub_id)
+                await c.execute("move_pending_deliveries", changes.url, sub_id)
+            if changes.event_types is not None:
+                types = orjson.dumps(list(changes.event_types)).decode()
+                await c.execute("update_subscription_types", types, sub_id)
+            if changes.paused is not None:
+                await c.execute("update_subscription_paused", changes.paused, sub_id)
+            row = await c.fetchrow("select_subscription", sub_id)
+            return rows.subscription(row) if row is not None else None
+
+        return await self._write(op)
+
+    async def rotate_subscription_secret(self, sub_id: str, *, now: float, overlap_s: float) -> SubscriptionRow | None:
+        """A new secret generation; the previous one also signs until `now + overlap_s`."""
+
+        async def op(c: Conn) -> SubscriptionRow | None:
+            await c.execute("rotate_subscription_secret", now + overlap_s, sub_id)
+            row = await c.fetchrow("select_subscription", sub_id)
+            return rows.subscription(row) if row is not None else None
+
+        return await self._write(op)
+
+    async def add_test_event(self, event: OutboxEvent, sub: SubscriptionRow, *, now: float) -> None:
+        """An example event delivered to this one subscription only."""
+
+        async def op(c: Conn) -> None:
+            await c.execute("insert_outbox", *rows.outbox(event))
+            await c.execute("insert_test_delivery", event.id, sub.id, sub.url, sub.asymmetric, now)
+
+        await self._write(op)
+
     async def _disable(self, c: Conn, sub_id: str, reason: str, now: float) -> None:
         await c.execute("disable_subscription", now, reason, sub_id)
         await c.execute("kill_pending_of_subscription", now, sub_id)
 
-    async def list_events(self, tenant: str, *, since: float, limit: int) -> list[OutboxEvent]:
-        return await self._all(partial(rows.record, OutboxEvent), "tenant_events", tenant, since, limit)
+    async def list_events(
+        self, tenant: str, *, since: float, limit: int, type: str | None = None, before: tuple[float, str] | None = None
+    ) -> list[OutboxEvent]:
+        """Newest first; `before` is the (created_at, id) of the last event already seen."""
+        at, last = before if before else (None, None)
+        return await self._all(partial(rows.record, OutboxEvent), "tenant_events", tenant, since, limit, at, last, type)
 
     async def get_event(self, event_id: str) -> OutboxEvent | None:
         return await self._one(partial(rows.record, OutboxEvent), "select_outbox", event_id)
@@ -510,29 +576,69 @@ class Store:
             ):
                 event = await c.fetchrow("select_outbox", d.event_id)
                 assert event is not None  # deliveries reference the outbox
-                out.append(ClaimedDelivery(d, event["payload"], event["tenant"], event["trace_context"]))
+                signing = await c.fetchrow("select_signing", d.target) if d.target != "batch" else None
+                version, previous_until = (
+                    (signing["secret_version"], signing["previous_secret_until"]) if signing else (0, None)
+                )
+                out.append(
+                    ClaimedDelivery(
+                        d,
+                        event["payload"],
+                        event["tenant"],
+                        secret_version=version,
+                        previous_secret_until=previous_until,
+                        trace_context=event["trace_context"],
+                    )
+                )
             return out
 
         return await self._write(op)
 
-    async def finish_attempt(self, delivery: DeliveryRow, result: AttemptResult, *, now: float) -> None:
+    async def finish_attempt(self, delivery: DeliveryRow, result: AttemptResult, *, now: float) -> str | None:
+        """Record the attempt; why it disabled the subscription ("gone": 410, "failing": failing
+        for `disable_after_s`), or None. A disabled subscription says so with subscription.disabled."""
         n = delivery.attempts + 1
         state = _DELIVERY_STATES.get(result.outcome, DeliveryState.DEAD)
         finished, next_at = (None if state is DeliveryState.PENDING else now), result.next_at or now
+        is_sub = delivery.target != "batch"
 
-        async def op(c: Conn) -> None:
+        async def op(c: Conn) -> str | None:
             await c.execute("insert_attempt", delivery.id, n, now, result.status, result.duration_ms, result.error)
             await c.execute("finish_delivery", n, state, next_at, result.status, result.error, finished, delivery.id)
-            if result.outcome == "gone" and delivery.target != "batch":
-                await self._disable(c, delivery.target, "endpoint answered 410 Gone", now)
+            if result.slow_down_s is not None:
+                await c.execute("slow_down_endpoint", delivery.origin, now, result.slow_down_s, result.slow_down_max_s)
+            if result.outcome == "delivered":
+                await c.execute("forget_slow_down", delivery.origin)
+                if is_sub:
+                    await c.execute("subscription_healthy", delivery.target)
+                return None
+            if not is_sub:
+                return None
+            row = await c.fetchrow("subscription_failing", now, delivery.target)
+            sub = rows.subscription(row) if row is not None else None
+            if sub is None:  # already disabled
+                return None
+            limit = result.disable_after_s
+            if result.outcome == "gone":
+                why, reason = "gone", "endpoint answered 410 Gone"
+            elif limit is not None and sub.failing_since is not None and now - sub.failing_since >= limit:
+                why, reason = "failing", f"failing for {limit / 86400:g} days"
+            else:
+                return None
+            await self._disable(c, sub.id, reason, now)
+            await self._emit(
+                c, subscription_disabled_event(sub.tenant, sub.id, sub.url, reason, sub.failing_since, now)
+            )
+            return why
 
-        await self._write(op)
+        return await self._write(op)
 
-    async def replay_event(self, event_id: str, *, now: float) -> int:
-        return await self._write(lambda c: c.execute("replay_event", now, event_id))
+    async def replay_event(self, event_id: str, *, now: float, everything: bool = False) -> int:
+        """Queue again the event's dead (and failing) deliveries; `everything`: delivered ones too."""
+        return await self._write(lambda c: c.execute("replay_event", now, event_id, everything))
 
-    async def replay_subscription(self, sub_id: str, *, since: float, now: float) -> int:
-        return await self._write(lambda c: c.execute("replay_subscription", now, sub_id, since))
+    async def replay_subscription(self, sub_id: str, *, since: float, now: float, everything: bool = False) -> int:
+        return await self._write(lambda c: c.execute("replay_subscription", now, sub_id, everything, since))
 
     async def dead_deliveries(self, tenant: str, *, limit: int) -> list[DeliveryRow]:
         return await self._all(rows.delivery, "dead_deliveries", tenant, limit)

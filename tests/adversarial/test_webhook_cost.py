@@ -124,7 +124,7 @@ async def test_the_submitter_hands_out_endpoints_with_the_attempt(sandbox: Any, 
     and the job completes through it."""
     sb = await sandbox()
     sf = await segflow(sb.url)
-    job_id = (await sf.client.submit([{"image": sb.sample_url(), "prompt": "car"}]))["jobs"][0]["job_id"]
+    job_id = (await sf.client.create_batch([{"image": sb.sample_url(), "prompt": "car"}]))["jobs"][0]["job_id"]
 
     async def done() -> bool:
         job = await sf.store.get_job(job_id)

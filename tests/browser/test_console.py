@@ -7,11 +7,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 from PIL import Image
 
-from service.apiclient import SegflowClient
+from service.client import AsyncClient
 from service.sandbox.settings import FaultSettings
 from tests.browser.chromium import OpenConsole, playwright_expect
 from tests.fixtures.sandbox import WebhookRecorder
@@ -36,13 +37,13 @@ async def test_a_batch_appears_and_completes_live(sandbox: Any, segflow: Any, co
     await tab.sign_in("acme")
     await expect(tab.page.get_by_text("No batches yet")).to_be_visible()
 
-    batch_id = (await sf.client.submit(items(sb, 4)))["batch_id"]
+    batch_id = (await sf.client.create_batch(items(sb, 4)))["batch_id"]
     row = tab.page.locator(f'#batches tr[data-batch-id="{batch_id}"]')
     await expect(row.locator(".progress-text")).to_have_text("0/4 done")  # appeared without a reload
     await expect(row.locator(".progress-text")).to_have_text("4/4 done", timeout=DONE_S)
     await expect(row.locator('.chip[data-state="succeeded"]')).to_have_text("succeeded 4")
     await expect(row.locator("td.num")).to_have_text("$0.0400")  # 640x480 samples: $0.01 each
-    summary = await sf.client.batch(batch_id)
+    summary = await sf.client.get_batch(batch_id)
     assert (summary["done"], summary["spend_usd"]) == (4, pytest.approx(0.04))
 
 
@@ -51,14 +52,14 @@ async def test_a_failed_jobs_error_and_timeline_are_shown_and_retry_sends_it_aga
 ) -> None:
     sb = await sandbox(faults=FaultSettings(task_fail=1.0))
     sf = await segflow(sb.url)
-    batch_id = (await sf.client.submit(items(sb, 2)))["batch_id"]
+    batch_id = (await sf.client.create_batch(items(sb, 2)))["batch_id"]
     tab = await console(sf.url)
     await tab.sign_in("acme", f"#/batches/{batch_id}")
 
     jobs = tab.page.locator("#jobs tr[data-job-id]")
     await expect(jobs.and_(tab.page.locator('[data-state="failed"]'))).to_have_count(2, timeout=DONE_S)
-    [first, _] = await sf.client.batch_jobs(batch_id)
-    error = (await sf.client.job(first["job_id"]))["error"]
+    [first, _] = await sf.client.all_batch_jobs(batch_id)
+    error = (await sf.client.get_job(first["job_id"]))["error"]
     row = tab.page.locator(f'#jobs tr[data-job-id="{first["job_id"]}"]')
     await expect(row.locator("td.error")).to_have_text(f"{error['code']}: {error['message']}")
 
@@ -77,7 +78,7 @@ async def test_a_failed_jobs_error_and_timeline_are_shown_and_retry_sends_it_aga
     await tab.page.get_by_label("Jobs in state").select_option("")
     await expect(row).to_have_attribute("data-state", "succeeded", timeout=DONE_S)
     await expect(row.locator("td.error")).to_have_text("")
-    retried = await sf.client.job(first["job_id"])
+    retried = await sf.client.get_job(first["job_id"])
     assert (retried["state"], retried["attempt"], retried["error"]) == ("succeeded", 2, None)
     second = tab.page.locator("#jobs tr[data-job-id]").nth(1)
     await expect(second).to_have_attribute("data-state", "failed")  # only the one clicked was retried
@@ -86,14 +87,14 @@ async def test_a_failed_jobs_error_and_timeline_are_shown_and_retry_sends_it_aga
 async def test_a_job_in_flight_is_cancelled_from_its_page(sandbox: Any, segflow: Any, console: OpenConsole) -> None:
     sb = await sandbox(latency_min_s=60.0, latency_max_s=60.0)
     sf = await segflow(sb.url)
-    [job] = (await sf.client.submit(items(sb, 1)))["jobs"]
+    [job] = (await sf.client.create_batch(items(sb, 1)))["jobs"]
     tab = await console(sf.url)
     await tab.sign_in("acme", f"#/jobs/{job['job_id']}")
     await expect(tab.page.locator('dl.facts .chip[data-state="submitted"]')).to_be_visible(timeout=DONE_S)
     await tab.page.get_by_role("button", name="Cancel").click()
     await expect(tab.page.locator('dl.facts .chip[data-state="cancelled"]')).to_be_visible()
     await expect(tab.page.get_by_role("button", name="Cancel")).to_have_count(0)
-    assert (await sf.client.job(job["job_id"]))["state"] == "cancelled"
+    assert (await sf.client.get_job(job["job_id"]))["state"] == "cancelled"
 
 
 GREY = (128, 128, 128)
@@ -132,25 +133,24 @@ async def test_the_mask_is_drawn_over_its_source_image_with_adjustable_opacity(
 ) -> None:
     sb = await sandbox()
     sf = await segflow(sb.url)
-    image = await sf.client.upload_input(png(320, 240, GREY), "image/png")
+    image = (await sf.client.upload_input(png(320, 240, GREY), "image/png"))["url"]
     submitted = [
         {"image": image, "prompt": "car, person, bag"},
         {"image": sb.sample_url("street.jpg"), "prompt": "car"},
     ]
-    job, street = (await sf.client.submit(submitted))["jobs"]
+    job, street = (await sf.client.create_batch(submitted))["jobs"]
     tab = await console(sf.url)
     await tab.sign_in("acme", f"#/jobs/{job['job_id']}")
 
     overlay = tab.page.locator('#overlay[data-ready="true"]')
     await expect(overlay).to_be_visible(timeout=DONE_S)
     await expect(tab.page.locator("figcaption")).to_have_text("Prompt: car, person, bag")
-    async with sf.client._session.get(f"{sf.url}/v1/jobs/{job['job_id']}/mask", headers=sf.client._headers) as resp:
-        raw_mask = await resp.read()
-        mask = Image.open(io.BytesIO(raw_mask))
+    raw_mask = await sf.client.get_job_mask(job["job_id"])
+    mask = Image.open(io.BytesIO(raw_mask))
     # The page offers the signed download link, which works with no API key.
     link = await tab.page.locator("#mask-download").get_attribute("href")
     assert link is not None and link.startswith(f"{sf.url}/links/masks/{job['job_id']}/0.png?")
-    async with sf.client._session.get(link) as resp:
+    async with aiohttp.ClientSession() as http, http.get(link) as resp:
         assert resp.status == 200 and await resp.read() == raw_mask
     covered = sum(1 for v in mask.convert("L").tobytes() if v >= 128) / (mask.width * mask.height)
     assert 0.02 < covered < 0.9, covered  # a mask with an inside and an outside to tell apart
@@ -182,7 +182,7 @@ async def test_a_failed_delivery_shows_its_status_code_and_replay_sends_it_again
     # Every first try fails with 500, and the next scheduled try is an hour away: only a replay helps.
     webhook_recorder.script = [500, 500]
     sf = await segflow(sb.url, callback_retry_schedule_s=(3600.0,), callback_interval_s=0.1)
-    [job] = (await sf.client.submit(items(sb, 1), callback_url=webhook_recorder.endpoint()))["jobs"]
+    [job] = (await sf.client.create_batch(items(sb, 1), callback_url=webhook_recorder.endpoint()))["jobs"]
     tab = await console(sf.url)
     await tab.sign_in("acme", "#/events")
 
@@ -208,9 +208,9 @@ async def test_a_failed_delivery_shows_its_status_code_and_replay_sends_it_again
 async def test_another_tenants_batch_is_not_visible(sandbox: Any, segflow: Any, console: OpenConsole) -> None:
     sb = await sandbox()
     sf = await segflow(sb.url)
-    async with SegflowClient(sf.url, TENANT_KEYS["globex"]) as globex:
-        theirs = (await globex.submit(items(sb, 2, "their")))["batch_id"]
-    ours = (await sf.client.submit(items(sb, 1, "our")))["batch_id"]
+    async with AsyncClient(sf.url, TENANT_KEYS["globex"]) as globex:
+        theirs = (await globex.create_batch(items(sb, 2, "their")))["batch_id"]
+    ours = (await sf.client.create_batch(items(sb, 1, "our")))["batch_id"]
     tab = await console(sf.url)
 
     await tab.sign_in(key="not-a-key")

@@ -97,6 +97,9 @@ class ChaosReport:
     acked_completions: int = 0
     duplicate_paid_tasks: int = 0
     resends_after_adoption_window: int = 0
+    resends_after_history: int = 0
+    adopted_from_history: int = 0
+    claims_lapsed: int = 0
     masks_checked: int = 0
     chaos_s: float = 0.0
     drain_s: float = 0.0  # from the end of chaos to every job final
@@ -113,6 +116,9 @@ class ChaosReport:
         self.acked_completions = run.acked_completions
         self.duplicate_paid_tasks = run.duplicate_paid_tasks
         self.resends_after_adoption_window = run.resends_after_adoption_window
+        self.resends_after_history = run.resends_after_history
+        self.adopted_from_history = run.adopted_from_history
+        self.claims_lapsed = run.claims_lapsed
         self.violations.extend(run.violations)
 
     def as_json(self) -> dict[str, Any]:
@@ -137,6 +143,8 @@ class ChaosReport:
             f"  masks checked against the sandbox's sha256: {self.masks_checked}",
             f"  duplicate paid tasks {self.duplicate_paid_tasks} "
             f"(allowed: re-sends after a passed adoption window {self.resends_after_adoption_window})",
+            f"  recovery: adopted from the history {self.adopted_from_history}, re-sent after the history "
+            f"showed no task {self.resends_after_history}, claims queued again unsent {self.claims_lapsed}",
             f"  time: chaos {self.chaos_s:.1f} s, drain after chaos {self.drain_s:.1f} s, total {self.total_s:.1f} s",
         ]
         lines += [f"  VIOLATION {v}" for v in self.violations[:50]]

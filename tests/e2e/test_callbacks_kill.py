@@ -72,4 +72,6 @@ async def test_events_outlive_a_sigkill_and_are_delivered_after_restart(processe
     assert shown.returncode == 0, shown.stderr
     assert "500" in shown.stdout and "200" in shown.stdout and "delivered" in shown.stdout
     replay = await asyncio.to_thread(run_cli, "events", "replay", event_id, env=client_env)
+    assert replay.returncode == 0 and "0 deliveries queued again" in replay.stdout  # it was delivered
+    replay = await asyncio.to_thread(run_cli, "events", "replay", "--all", event_id, env=client_env)
     assert replay.returncode == 0 and "1 deliveries queued again" in replay.stdout

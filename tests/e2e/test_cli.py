@@ -256,3 +256,116 @@ def test_cli_help_lists_every_command() -> None:
     )
     for command in ("serve", "worker", "sandbox", "submit", "status", "results", "demo", "migrate", "keys"):
         assert command in result.stdout
+
+
+async def test_cli_for_scripts_json_exit_codes_error_lines_and_split_csv(processes: Processes, tmp_path: Path) -> None:
+    """What a script relies on: JSON on stdout, documented exit codes, one error line on stderr."""
+    sandbox_port, port = free_port(), free_port()
+    sandbox_url = f"http://127.0.0.1:{sandbox_port}"
+    processes.start(
+        "sandbox",
+        ["sandbox", "--port", str(sandbox_port), "--latency-min", "0", "--latency-max", "0.2"],
+        {},
+        f"{sandbox_url}/samples",
+    )
+    processes.start("serve", ["serve"], segflow_env(tmp_path, port, sandbox_url), f"http://127.0.0.1:{port}/healthz")
+    client_env = {"SEGFLOW_API_URL": f"http://127.0.0.1:{port}", "SEGFLOW_API_KEY": API_KEY}
+    good = tmp_path / "good.csv"
+    good.write_text("image,prompt\n" + "".join(f"{sandbox_url}/samples/shapes.png,shape {i}\n" for i in range(5)))
+
+    async def cli(*args: str, env: dict[str, str] = client_env) -> subprocess.CompletedProcess[str]:
+        return await asyncio.to_thread(run_cli, *args, env=env)
+
+    # Five rows, batches of two: three batches, one run, one JSON document; rerun: the same batches.
+    run = ["submit", "--csv", str(good), "--batch-size", "2", "--idempotency-key", "nightly-7", "--output", "json"]
+    first = await cli(*run, "--wait", "--timeout", "60")
+    assert first.returncode == 0, first.stderr
+    report = orjson.loads(first.stdout)
+    assert [b["jobs"] for b in report["batches"]] == [2, 2, 1] and report["total"] == 5
+    assert report["counts"]["succeeded"] == 5 and report["without_mask"] == 0 and report["timed_out"] is False
+    again = orjson.loads((await cli(*run)).stdout)
+    assert [b["batch_id"] for b in again["batches"]] == [b["batch_id"] for b in report["batches"]]
+    ids = [b["batch_id"] for b in report["batches"]]
+    status = await cli("status", *ids, "--output", "json")
+    assert status.returncode == 0 and orjson.loads(status.stdout)["done"] == 5
+    out = tmp_path / "masks"
+    results = await cli("results", *ids, "--out", str(out), "--output", "json")
+    saved = orjson.loads(results.stdout)["saved"]
+    assert results.returncode == 0 and len(saved) == 5
+    assert all(Path(s["file"]).read_bytes().startswith(b"\x89PNG") for s in saved)
+
+    # Jobs that fail: exit 1 (the image cannot be fetched by the upstream).
+    broken = tmp_path / "broken.csv"
+    broken.write_text(f"image,prompt\n{sandbox_url}/samples/no-such-image.png,car\n")
+    failed = await cli("submit", "--csv", str(broken), "--wait", "--timeout", "60", "--output", "json")
+    assert failed.returncode == 1, failed.stderr
+    assert orjson.loads(failed.stdout)["without_mask"] == 1
+    assert (await cli("status", orjson.loads(failed.stdout)["batches"][0]["batch_id"])).returncode == 1
+
+    # Bad CSV rows: exit 2, each named by its line, nothing submitted, no traceback.
+    bad = tmp_path / "bad.csv"
+    bad.write_text(f"image,prompt,segment_factor\n{sandbox_url}/a.png,car,1\n,car,2\n{sandbox_url}/b.png,,x\n")
+    refused_csv = await cli("submit", "--csv", str(bad))
+    assert refused_csv.returncode == 2 and "Traceback" not in refused_csv.stderr
+    lines = refused_csv.stderr.strip().splitlines()
+    assert lines == [
+        f"segflow: {bad}: line 3: no image",
+        f"segflow: {bad}: line 4: no prompt, segment_factor 'x' is not an integer",
+    ]
+    # The server refuses: exit 3, one line with the status and code (and a 422's problem by line).
+    wrong_key = await cli("status", ids[0], env={**client_env, "SEGFLOW_API_KEY": "nope"})
+    assert wrong_key.returncode == 3 and wrong_key.stderr.count("\n") == 1
+    assert wrong_key.stderr.startswith("segflow: refused: 401 ")
+    private = tmp_path / "private.csv"
+    private.write_text("image,prompt\nftp://example.com/x.png,car\n")
+    invalid = await cli("submit", "--csv", str(private))
+    assert invalid.returncode == 3 and "422 invalid_request" in invalid.stderr and "line 2.image" in invalid.stderr
+    # Nobody listening: exit 4, one line.
+    nobody = await cli("status", ids[0], env={**client_env, "SEGFLOW_API_URL": f"http://127.0.0.1:{free_port()}"})
+    assert nobody.returncode == 4 and nobody.stderr.startswith("segflow: cannot reach segflow at")
+    assert "Traceback" not in nobody.stderr + wrong_key.stderr + invalid.stderr
+
+
+async def test_dev_serves_sandbox_and_segflow_until_interrupted(tmp_path: Path) -> None:
+    """`segflow dev` prints a key, the console and a curl; the curl's request is done end to end."""
+    import signal
+
+    port = free_port()
+    proc = start_dev(port, tmp_path / "dev")
+    try:
+        banner: list[str] = []
+        while not any(line.startswith("  curl ") for line in banner):
+            line = await asyncio.to_thread(proc.stdout.readline)  # type: ignore[union-attr]
+            assert line, f"dev exited: {proc.wait()} {proc.stderr.read()}"  # type: ignore[union-attr]
+            banner.append(line)
+        text = "".join(banner)
+        key = re.search(r"API key\s+(\S+)", text).group(1)  # type: ignore[union-attr]
+        assert f"http://127.0.0.1:{port}/console" in text
+        curl = next(line for line in banner if line.startswith("  curl ")).strip()
+        posted = await asyncio.to_thread(
+            subprocess.run, ["bash", "-c", curl], capture_output=True, text=True, timeout=30, check=False
+        )
+        batch = orjson.loads(posted.stdout)
+        async with aiohttp.ClientSession() as http:
+            from tests.fixtures.processes import wait_batch
+
+            url = f"http://127.0.0.1:{port}/v1/batches/{batch['batch_id']}"
+            summary = await wait_batch(http, url, key, lambda b: b["done"] == b["total"], 60)
+            async with http.get(f"http://127.0.0.1:{port}/console") as resp:
+                assert resp.status == 200
+        assert summary["counts"]["succeeded"] == 1
+        proc.send_signal(signal.SIGINT)
+        assert await asyncio.to_thread(proc.wait, 30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def start_dev(port: int, data: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*SEGFLOW, "dev", "--port", str(port), "--data", str(data)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )

@@ -47,7 +47,7 @@ async def test_database_outage_gets_503_then_everything_completes(
     sf = await segflow(sb.url)
     batch_id, job_ids = await submit(sf, sb, 60)
     deadline = asyncio.get_running_loop().time() + 30
-    while (await sf.client.batch(batch_id))["counts"]["succeeded"] < 5:
+    while (await sf.client.get_batch(batch_id))["counts"]["succeeded"] < 5:
         assert asyncio.get_running_loop().time() < deadline
         await asyncio.sleep(0.05)
 

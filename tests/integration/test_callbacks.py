@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import socket
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +40,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+    at: float = field(default_factory=time.monotonic)
 
     @property
     def json(self) -> Any:
@@ -53,6 +56,7 @@ class Receiver:
     answer: Callable[[str, str, int], int | None] = lambda path, msg_id, nth: 200
     seen: Counter[tuple[str, str]] = field(default_factory=Counter)
     release: asyncio.Event = field(default_factory=asyncio.Event)
+    reply_headers: dict[str, str] = field(default_factory=dict)  # sent with every answer
 
     async def handle(self, request: Request) -> Response:
         path = request.url.path
@@ -63,7 +67,7 @@ class Receiver:
         if status is None:
             await self.release.wait()  # hang past segflow's timeout
             status = 200
-        return Response(status_code=status)
+        return Response(status_code=status, headers=self.reply_headers)
 
     def ok(self, path: str) -> list[Received]:
         """The distinct messages a path received (duplicates share a webhook-id)."""
@@ -80,15 +84,21 @@ class Receiver:
             await asyncio.sleep(0.05)
 
 
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = Receiver()
+@asynccontextmanager
+async def serving(r: Receiver) -> AsyncIterator[Receiver]:
+    """`r` on its own port (its own origin)."""
     async with serve_in_loop(Starlette(routes=[Route("/{path:path}", r.handle, methods=["POST"])])) as url:
         r.url = url
         try:
             yield r
         finally:
             r.release.set()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    async with serving(Receiver()) as r:
+        yield r
 
 
 async def api(sf: RunningSegflow, method: str, path: str, body: Any = None, tenant: str = "acme") -> tuple[int, Any]:
@@ -115,7 +125,7 @@ async def test_batch_callback_gets_one_verified_event_per_job_and_one_batch_comp
     sb = await sandbox()
     sf = await segflow(sb.url, **FAST)
     items = [{"image": sb.sample_url(), "prompt": f"p{i}"} for i in range(8)]
-    answer = await sf.client.submit(items, callback_url=f"{receiver.url}/hook")
+    answer = await sf.client.create_batch(items, callback_url=f"{receiver.url}/hook")
     await receiver.wait(lambda: len(receiver.ok("/hook")) == 9)
     _, keys = await api(sf, "GET", "/v1/callback-keys")
     events = receiver.ok("/hook")
@@ -159,7 +169,7 @@ async def test_failures_are_retried_with_the_same_id_and_every_attempt_is_visibl
     receiver.answer = lambda path, msg_id, nth: 500 if nth <= 2 else 200
     sb = await sandbox()
     sf = await segflow(sb.url, **FAST)
-    await sf.client.submit([{"image": sb.sample_url(), "prompt": "car"}], callback_url=f"{receiver.url}/hook")
+    await sf.client.create_batch([{"image": sb.sample_url(), "prompt": "car"}], callback_url=f"{receiver.url}/hook")
     await receiver.wait(lambda: len(receiver.ok("/hook")) == 2 and len(receiver.received) == 6)
     assert set(Counter(r.headers["webhook-id"] for r in receiver.received).values()) == {3}
     event_id = receiver.ok("/hook")[0].headers["webhook-id"]
@@ -179,7 +189,7 @@ async def test_timeouts_dead_letter_then_replay_delivers(sandbox: Any, segflow: 
     receiver.answer = lambda path, msg_id, nth: None  # hangs
     sb = await sandbox()
     sf = await segflow(sb.url, callback_retry_schedule_s=(0.1,), callback_timeout_s=0.3, callback_interval_s=0.1)
-    await sf.client.submit([{"image": sb.sample_url(), "prompt": "car"}], callback_url=f"{receiver.url}/hook")
+    await sf.client.create_batch([{"image": sb.sample_url(), "prompt": "car"}], callback_url=f"{receiver.url}/hook")
     deadline = asyncio.get_running_loop().time() + 30
     while len((await api(sf, "GET", "/v1/deliveries/dead"))[1]["deliveries"]) < 2:
         assert asyncio.get_running_loop().time() < deadline
@@ -209,6 +219,8 @@ async def test_410_gone_disables_the_subscription(sandbox: Any, segflow: Any, re
         await asyncio.sleep(0.05)
     _, after = await api(sf, "GET", f"/v1/subscriptions/{sub['id']}")
     assert "410" in after["disabled_reason"]
+    _, told = await api(sf, "GET", "/v1/events?type=subscription.disabled")
+    assert [e["payload"]["data"]["subscription_id"] for e in told["events"]] == [sub["id"]]
     requests = len(receiver.received)
     await submit(sf, sb, 2)  # a disabled subscription gets nothing more
     await asyncio.sleep(0)
@@ -222,7 +234,7 @@ async def test_a_receiver_down_for_a_while_gets_everything_when_back(
     receiver.answer = lambda path, msg_id, nth: 503 if down["on"] else 200
     sb = await sandbox()
     sf = await segflow(sb.url, callback_retry_schedule_s=(0.2,) * 30, callback_interval_s=0.1)
-    await sf.client.submit(
+    await sf.client.create_batch(
         [{"image": sb.sample_url(), "prompt": f"p{i}"} for i in range(4)], callback_url=f"{receiver.url}/hook"
     )
     await receiver.wait(lambda: len(receiver.received) >= 10)  # several failed rounds
@@ -235,14 +247,15 @@ async def test_a_receiver_down_for_a_while_gets_everything_when_back(
 
 
 async def test_a_slow_endpoint_does_not_hold_up_another(sandbox: Any, segflow: Any, receiver: Receiver) -> None:
-    receiver.answer = lambda path, msg_id, nth: None if path == "/slow" else 200
+    receiver.answer = lambda path, msg_id, nth: None  # hangs
     sb = await sandbox()
     sf = await segflow(sb.url, callback_per_endpoint=1, callback_timeout_s=30.0, callback_interval_s=0.1)
-    await api(sf, "POST", "/v1/subscriptions", {"url": f"{receiver.url}/slow"})
-    await api(sf, "POST", "/v1/subscriptions", {"url": f"{receiver.url}/fast"})
-    await submit(sf, sb, 6)
-    await receiver.wait(lambda: len(receiver.ok("/fast")) == 7)  # 6 jobs + batch.completed
-    assert len([r for r in receiver.received if r.path == "/slow"]) == 1  # one at a time, still hanging
+    async with serving(Receiver()) as fast:
+        await api(sf, "POST", "/v1/subscriptions", {"url": f"{receiver.url}/slow"})
+        await api(sf, "POST", "/v1/subscriptions", {"url": f"{fast.url}/fast"})
+        await submit(sf, sb, 6)
+        await fast.wait(lambda: len(fast.ok("/fast")) == 7)  # 6 jobs + batch.completed
+        assert len(receiver.received) == 1  # one at a time, still hanging
 
 
 @pytest.mark.parametrize(

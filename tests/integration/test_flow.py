@@ -24,7 +24,7 @@ async def submit(sf: RunningSegflow, sb: RunningSandbox, n: int) -> tuple[str, l
     items = [
         {"image": sb.sample_url(SAMPLES[i % 3]), "prompt": f"thing {i}", "segment_factor": i % 7 - 3} for i in range(n)
     ]
-    answer = await sf.client.submit(items)
+    answer = await sf.client.create_batch(items)
     return answer["batch_id"], [j["job_id"] for j in answer["jobs"]]
 
 
@@ -32,7 +32,7 @@ async def wait_done(sf: RunningSegflow, batch_id: str, timeout_s: float) -> dict
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     while True:
-        summary: dict[str, Any] = await sf.client.batch(batch_id)
+        summary: dict[str, Any] = await sf.client.get_batch(batch_id)
         if summary["done"] == summary["total"]:
             return summary
         if loop.time() > deadline:
@@ -121,7 +121,7 @@ async def test_tasks_failing_for_good_fail_their_jobs_with_the_reason(sandbox: A
     batch_id, job_ids = await submit(sf, sb, 5)
     summary = await wait_done(sf, batch_id, 30)
     assert summary["counts"]["failed"] == 5
-    job = await sf.client.job(job_ids[0])
+    job = await sf.client.get_job(job_ids[0])
     assert job["error"]["code"] == "upstream_failed" and job["error"]["message"]
 
 
@@ -131,7 +131,7 @@ async def test_outputs_expired_before_download_fail_with_output_expired(sandbox:
     batch_id, job_ids = await submit(sf, sb, 3)
     summary = await wait_done(sf, batch_id, 30)
     assert summary["counts"]["failed"] == 3
-    assert (await sf.client.job(job_ids[0]))["error"]["code"] == "output_expired"
+    assert (await sf.client.get_job(job_ids[0]))["error"]["code"] == "output_expired"
 
 
 async def test_concurrency_cap_is_never_exceeded_upstream(sandbox: Any, segflow: Any) -> None:
@@ -151,7 +151,7 @@ async def test_no_task_is_created_while_masks_wait_to_be_downloaded(sandbox: Any
     submitter = Submitter(sf.services)
 
     async def counts() -> dict[str, int]:
-        return dict((await sf.client.batch(batch_id))["counts"])
+        return dict((await sf.client.get_batch(batch_id))["counts"])
 
     async def backlog_full() -> bool:
         return (await counts()).get(State.FETCHING.value, 0) == 3

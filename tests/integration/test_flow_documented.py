@@ -58,7 +58,7 @@ async def test_every_documented_behaviour_at_once_ends_every_job_with_the_right_
         image_host.add("anim.gif", image_bytes(20, 20, "GIF"), "image/gif"),
         f"{image_host.url}/absent.png",
     ]
-    answer = await sf.client.submit(items(sb, bad))
+    answer = await sf.client.create_batch(items(sb, bad))
     job_ids = [j["job_id"] for j in answer["jobs"]]
     summary = await wait_done(sf, answer["batch_id"], 120)
 
@@ -79,7 +79,7 @@ async def test_every_documented_behaviour_at_once_ends_every_job_with_the_right_
         by_job.setdefault(job_of_endpoint(t["webhook_endpoint"] or "") or "", []).append(t)
     codes: dict[str, str] = {}
     for job_id in job_ids:
-        job = await sf.client.job(job_id)
+        job = await sf.client.get_job(job_id)
         last = by_job[job_id][-1]
         if job["state"] == "failed":
             codes[job_id] = job["error"]["code"]
@@ -113,7 +113,7 @@ async def test_masks_served_through_a_redirect_from_a_second_host_name_are_store
     list, each hop checked by the URL guard, the masks are stored."""
     sb = await sandbox(output_redirect_host="localhost", latency_min_s=0.05, latency_max_s=0.2)
     sf: RunningSegflow = await segflow(sb.url, output_hosts=("localhost",))
-    answer = await sf.client.submit(items(sb, [])[:6])
+    answer = await sf.client.create_batch(items(sb, [])[:6])
     summary = await wait_done(sf, answer["batch_id"], 60)
     assert summary["counts"]["succeeded"] == 6, summary["counts"]
     report = await check_run(

@@ -74,7 +74,10 @@ async def test_a_failed_commit_acknowledges_nobody_in_its_group(store: Store) ->
     def orphan(conn: sqlite3.Connection) -> None:
         # A foreign-key violation deferred to COMMIT makes the whole group's COMMIT fail.
         conn.execute("PRAGMA defer_foreign_keys = ON")
-        conn.execute("INSERT INTO tasks VALUES ('t-x', 'no-such-job', 1, 'created', 'pending', 0, 0)")
+        conn.execute(
+            "INSERT INTO tasks (task_id, job_id, attempt, origin, status, created_at, updated_at)"
+            " VALUES ('t-x', 'no-such-job', 1, 'created', 'pending', 0, 0)"
+        )
 
     async def orphan_task(tx: SqliteConn) -> None:
         await tx.call(orphan)

@@ -44,7 +44,7 @@ async def test_metrics_after_a_batch(
     sb = await sandbox()
     sf = await segflow(sb.url, **FAST)
     webhook_recorder.script = [500] * 20  # every callback fails twice and is dead-lettered
-    answer = await sf.client.submit(
+    answer = await sf.client.create_batch(
         [{"image": sb.sample_url(), "prompt": f"thing {i}"} for i in range(3)],
         callback_url=webhook_recorder.endpoint("dead"),
     )

@@ -39,7 +39,7 @@ async def test_batch_with_masks_in_s3(
     sb = await sandbox()
     sf = await segflow(sb.url, **s3.settings, **FAST)
     items = [{"image": sb.sample_url(), "prompt": f"thing {i}"} for i in range(12)]
-    answer = await sf.client.submit(items, callback_url=f"{hooks.url}/hook")
+    answer = await sf.client.create_batch(items, callback_url=f"{hooks.url}/hook")
     batch_id, job_ids = answer["batch_id"], [j["job_id"] for j in answer["jobs"]]
     summary = await wait_done(sf, batch_id, 60)
     assert summary["counts"]["succeeded"] == 12
@@ -50,8 +50,11 @@ async def test_batch_with_masks_in_s3(
     assert not (tmp_path / "artifacts").exists() or not any((tmp_path / "artifacts").rglob("*.png"))
     await hooks.wait(lambda: len(hooks.ok("/hook")) == 13)
     succeeded = [r.json["data"] for r in hooks.ok("/hook") if r.json["type"] == "job.succeeded"]
-    manifest = await sf.client.manifest(batch_id)
+    auth = {"authorization": f"Bearer {TENANT_KEYS['acme']}"}
     async with aiohttp.ClientSession() as http:
+        async with http.get(f"{sf.url}/v1/batches/{batch_id}/manifest", headers=auth) as resp:
+            assert resp.status == 200 and resp.headers["content-type"] == "application/x-ndjson"
+            manifest = [orjson.loads(line) for line in (await resp.read()).splitlines()]
         for data in succeeded:
             mask = await download(http, data["artifact"]["download_url"])
             assert hashlib.sha256(mask).hexdigest() == data["artifact"]["sha256"]

@@ -126,7 +126,7 @@ async def test_a_polled_job_keeps_its_trace(segflow: Starter, sandbox: StartSand
     sb = await sandbox(webhook_drop=1.0)  # no webhook ever arrives: the reconciler learns by polling
     exporter = InMemorySpanExporter()
     sf = await segflow(sb.url, span_exporter=exporter)
-    answer = await sf.client.submit([{"image": sb.sample_url(), "prompt": "car"}])
+    answer = await sf.client.create_batch([{"image": sb.sample_url(), "prompt": "car"}])
     job_id = answer["jobs"][0]["job_id"]
     await wait_done(sf, answer["batch_id"], 20)
     await wait_until(lambda: named(exporter.get_finished_spans(), "segflow.fetch", job_id), what="fetch span")
@@ -147,6 +147,6 @@ async def test_with_tracing_off_nothing_is_instrumented_and_no_context_stored(
     sf = await segflow(sb.url, roles=(), **setting)  # no OTEL_* endpoint in the test environment
     assert not sf.services.tracing.enabled
     assert sf.services.tracing.client_trace_configs() == []
-    answer = await sf.client.submit([{"image": sb.sample_url(), "prompt": "car"}])
+    answer = await sf.client.create_batch([{"image": sb.sample_url(), "prompt": "car"}])
     row = await sf.store.get_job(answer["jobs"][0]["job_id"])
     assert row.trace_context is None

@@ -21,6 +21,7 @@ EXPECTED: dict[tuple[State, Event], State] = {
     (SG, Event.RETRY_LATER): Q,
     (SG, Event.AMBIGUOUS): U,
     (SG, Event.LEASE_EXPIRED): U,
+    (SG, Event.CLAIM_LAPSED): Q,
     (SG, Event.PROGRESS): SD,
     (SG, Event.COMPLETED): F,
     (SG, Event.FAILED_RETRYABLE): Q,

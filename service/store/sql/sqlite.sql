@@ -37,13 +37,17 @@ SELECT * FROM tasks WHERE task_id IN (SELECT value FROM json_each(?1));
 UPDATE jobs SET state = ?1, updated_at = ?2, attempt = ?3, task_id = ?4, lease_owner = ?5,
        lease_until = ?6, not_before = ?7, next_check_at = ?8, submit_tries = ?9, poll_count = ?10,
        submitted_at = ?11, unknown_since = ?12, completed_at = ?13, output_urls = ?14,
-       error_code = ?15, error_message = ?16, pixels = ?17, price_usd = ?18, finished_at = ?19
- WHERE id = ?20 AND state = ?21;
+       error_code = ?15, error_message = ?16, pixels = ?17, price_usd = ?18, finished_at = ?19,
+       sent_at = ?20
+ WHERE id = ?21 AND state = ?22;
 
 -- name: upsert_task
-INSERT INTO tasks (task_id, job_id, attempt, origin, status, created_at, updated_at)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-ON CONFLICT (task_id) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at;
+-- The first timing learned of a task stays (a duplicate webhook or a later poll does not move it).
+INSERT INTO tasks (task_id, job_id, attempt, origin, status, created_at, updated_at, run_s, heard_after_s)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+ON CONFLICT (task_id) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at,
+       run_s = coalesce(tasks.run_s, excluded.run_s),
+       heard_after_s = coalesce(tasks.heard_after_s, excluded.heard_after_s);
 
 -- name: insert_event
 INSERT INTO events (job_id, at, event, from_state, to_state, source, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7);
@@ -168,12 +172,12 @@ VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8);
 
 -- name: fan_out
 -- One statement fans an event out to every destination: the batch's callback_url and each enabled
--- subscription of the tenant that wants this event type. ?1 event, ?2 now, ?3 batch, ?4 tenant, ?5 type.
-INSERT OR IGNORE INTO deliveries (event_id, target, url, signer, ed25519, state, next_at, created_at)
-SELECT ?1, 'batch', b.callback_url, 'tenant:' || b.tenant, 0, 'pending', ?2, ?2
+-- subscription of the tenant that wants this event type (paused ones too: they queue). ?1 event, ?2 now, ?3 batch, ?4 tenant, ?5 type.
+INSERT OR IGNORE INTO deliveries (event_id, target, url, signer, ed25519, state, next_at, created_at, origin)
+SELECT ?1, 'batch', b.callback_url, 'tenant:' || b.tenant, 0, 'pending', ?2, ?2, segflow_origin(b.callback_url)
   FROM batches b WHERE b.id = ?3 AND b.callback_url IS NOT NULL
 UNION ALL
-SELECT ?1, s.id, s.url, s.id, s.ed25519, 'pending', ?2, ?2
+SELECT ?1, s.id, s.url, s.id, s.ed25519, 'pending', ?2, ?2, segflow_origin(s.url)
   FROM subscriptions s
  WHERE s.tenant = ?4 AND s.disabled_at IS NULL
    AND (s.event_types = '[]' OR EXISTS (SELECT 1 FROM json_each(s.event_types) WHERE value = ?5));
@@ -186,17 +190,21 @@ SELECT count(*) AS n FROM jobs WHERE batch_id = ?1 AND state NOT IN ('succeeded'
 SELECT 1;
 
 -- name: claim_deliveries
--- Due deliveries, at most ?5 in flight per URL (counting leases held anywhere), so one slow or
--- dead endpoint never takes every slot. ?1 owner, ?2 lease until, ?3 now, ?4 limit.
+-- Due deliveries, at most ?5 in flight per origin (scheme, host, port; counting leases held
+-- anywhere), so one slow or dead endpoint never takes every slot however its URLs are spelled; none
+-- to an origin that asked to be left alone, none of a paused subscription.
+-- ?1 owner, ?2 lease until, ?3 now, ?4 limit.
 UPDATE deliveries SET lease_owner = ?1, lease_until = ?2
  WHERE id IN (
    SELECT id FROM (
-     SELECT d.id, d.url, d.next_at, ROW_NUMBER() OVER (PARTITION BY d.url ORDER BY d.next_at) AS rn
+     SELECT d.id, d.origin, d.next_at, ROW_NUMBER() OVER (PARTITION BY d.origin ORDER BY d.next_at) AS rn
        FROM deliveries d
       WHERE d.state = 'pending' AND d.next_at <= ?3 AND (d.lease_until IS NULL OR d.lease_until < ?3)
+        AND NOT EXISTS (SELECT 1 FROM endpoint_backoff e WHERE e.origin = d.origin AND e.not_before > ?3)
+        AND NOT EXISTS (SELECT 1 FROM subscriptions s WHERE s.id = d.target AND s.paused)
    ) c
    WHERE c.rn + (SELECT count(*) FROM deliveries b
-                  WHERE b.url = c.url AND b.state = 'pending' AND b.lease_until >= ?3) <= ?5
+                  WHERE b.origin = c.origin AND b.state = 'pending' AND b.lease_until >= ?3) <= ?5
    ORDER BY c.next_at LIMIT ?4)
 RETURNING *;
 
@@ -220,16 +228,22 @@ UPDATE deliveries SET state = 'dead', last_error = 'subscription disabled', fini
  WHERE target = ?2 AND state = 'pending';
 
 -- name: replay_event
+-- Replays re-queue what did not get through (dead, or pending after a failed attempt) unless ?3
+-- (everything): a replay must not multiply deliveries that already succeeded.
 UPDATE deliveries SET state = 'pending', next_at = ?1, finished_at = NULL, lease_owner = NULL, lease_until = NULL
- WHERE event_id = ?2 AND (target = 'batch' OR target IN (SELECT id FROM subscriptions WHERE disabled_at IS NULL));
+ WHERE event_id = ?2 AND (?3 OR state = 'dead' OR (state = 'pending' AND attempts > 0))
+   AND (target = 'batch' OR target IN (SELECT id FROM subscriptions WHERE disabled_at IS NULL));
 
 -- name: replay_subscription
+-- As replay_event, for one subscription's deliveries since ?4.
 UPDATE deliveries SET state = 'pending', next_at = ?1, finished_at = NULL, lease_owner = NULL, lease_until = NULL
- WHERE target = ?2 AND state = 'dead' AND created_at >= ?3;
+ WHERE target = ?2 AND (?3 OR state = 'dead' OR (state = 'pending' AND attempts > 0))
+   AND created_at >= ?4;
 
 -- name: insert_subscription
-INSERT INTO subscriptions (id, tenant, url, event_types, ed25519, created_at, disabled_at, disabled_reason)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8);
+INSERT INTO subscriptions (id, tenant, url, event_types, ed25519, created_at, disabled_at, disabled_reason,
+                           paused, secret_version, previous_secret_until, failing_since)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12);
 
 -- name: tenant_subscriptions
 SELECT * FROM subscriptions WHERE tenant = ?1 ORDER BY created_at;
@@ -241,7 +255,11 @@ SELECT * FROM subscriptions WHERE id = ?1;
 SELECT 1 AS found FROM subscriptions WHERE id = ?1 AND tenant = ?2;
 
 -- name: tenant_events
-SELECT * FROM outbox WHERE tenant = ?1 AND created_at >= ?2 ORDER BY created_at LIMIT ?3;
+-- Newest first; ties on created_at ordered by id, so a cursor (?4, ?5) neither skips nor repeats.
+-- ?1 tenant, ?2 since, ?3 limit, ?4 before created_at, ?5 before id, ?6 type (NULL: every type).
+SELECT * FROM outbox WHERE tenant = ?1 AND created_at >= ?2 AND (?6 IS NULL OR type = ?6)
+   AND (?4 IS NULL OR created_at < ?4 OR (created_at = ?4 AND id < ?5))
+ ORDER BY created_at DESC, id DESC LIMIT ?3;
 
 -- name: event_deliveries
 SELECT * FROM deliveries WHERE event_id = ?1 ORDER BY id;
@@ -361,3 +379,65 @@ SELECT count(*) AS n FROM events WHERE job_id IN
 -- name: count_expired_outbox
 SELECT count(*) AS n FROM outbox o WHERE o.created_at < ?1
    AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = o.id AND d.state = 'pending');
+-- name: lock_tenant_subscriptions
+-- Creates of one tenant take turns, so two at once cannot both pass the count.
+-- The writer is the only one adding subscriptions here.
+SELECT 1 WHERE ?1 IS NOT NULL;
+
+-- name: count_subscriptions
+SELECT count(*) AS n FROM subscriptions WHERE tenant = ?1 AND disabled_at IS NULL;
+
+-- name: update_subscription_url
+UPDATE subscriptions SET url = ?1 WHERE id = ?2;
+
+-- name: move_pending_deliveries
+-- A subscription's new URL also gets its pending deliveries.
+UPDATE deliveries SET url = ?1, origin = segflow_origin(?1) WHERE target = ?2 AND state = 'pending';
+
+-- name: update_subscription_types
+UPDATE subscriptions SET event_types = ?1 WHERE id = ?2;
+
+-- name: update_subscription_paused
+UPDATE subscriptions SET paused = ?1 WHERE id = ?2;
+
+-- name: rotate_subscription_secret
+UPDATE subscriptions SET secret_version = secret_version + 1, previous_secret_until = ?1
+ WHERE id = ?2 AND disabled_at IS NULL;
+
+-- name: insert_test_delivery
+-- A test event to one subscription. ?1 event, ?2 subscription, ?3 url, ?4 ed25519, ?5 now.
+INSERT INTO deliveries (event_id, target, url, signer, ed25519, state, next_at, created_at, origin)
+VALUES (?1, ?2, ?3, ?2, ?4, 'pending', ?5, ?5, segflow_origin(?3));
+
+-- name: select_signing
+SELECT secret_version, previous_secret_until FROM subscriptions WHERE id = ?1;
+
+-- name: slow_down_endpoint
+-- The endpoint asked for a pause: at least ?3, doubling while it keeps asking, up to ?4.
+-- ?1 origin, ?2 now.
+INSERT INTO endpoint_backoff (origin, not_before, penalty_s) VALUES (?1, ?2 + ?3, ?3)
+ON CONFLICT (origin) DO UPDATE
+   SET penalty_s = min(?4, max(?3, endpoint_backoff.penalty_s * 2)),
+       not_before = ?2 + min(?4, max(?3, endpoint_backoff.penalty_s * 2));
+
+-- name: forget_slow_down
+DELETE FROM endpoint_backoff WHERE origin = ?1;
+
+-- name: subscription_healthy
+UPDATE subscriptions SET failing_since = NULL WHERE id = ?1 AND failing_since IS NOT NULL;
+
+-- name: subscription_failing
+-- Since when it has been failing (the first failure since its last delivery).
+UPDATE subscriptions SET failing_since = coalesce(failing_since, ?1) WHERE id = ?2 AND disabled_at IS NULL
+RETURNING *;
+-- name: known_task_ids
+-- Which of these upstream task ids segflow has recorded (a history row it need not look at).
+SELECT task_id FROM tasks WHERE task_id IN (SELECT value FROM json_each(?1));
+
+-- name: recent_run_times
+-- The upstream's run times of the latest final tasks (index tasks_run_recent).
+SELECT run_s AS s FROM tasks WHERE run_s IS NOT NULL ORDER BY updated_at DESC LIMIT ?1;
+
+-- name: recent_heard_after
+-- Create-to-final-webhook delays of the latest tasks (index tasks_heard_recent).
+SELECT heard_after_s AS s FROM tasks WHERE heard_after_s IS NOT NULL ORDER BY updated_at DESC LIMIT ?1;
