@@ -153,7 +153,9 @@ async def serve(kind: str, port: int, database_url: str) -> None:
             else "/tmp/segflow-bench-artifacts",
         )
         services = await open_services(settings)
-        app = create_app(services, roles=())
+        # benchmarks/retention.py runs the pruner beside the webhooks (the roles `serve` would run).
+        roles = tuple(r for r in os.environ.get("SEGFLOW_BENCH_ROLES", "").split(",") if r)
+        app = create_app(services, roles=roles)
     config = uvicorn.Config(
         app,
         host="127.0.0.1",

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import fairness, flows, ingest, recovery, webhook_cost
+from benchmarks import fairness, flows, ingest, recovery, retention, webhook_cost
 from benchmarks.machine import describe
 
 HERE = Path(__file__).resolve().parent
@@ -348,6 +348,7 @@ def render(results: dict[str, Any]) -> None:
                 "cpu_ms_per_job",
                 "stored_p50_ms",
                 "stored_p99_ms",
+                "jobs_pruned_during_run",
                 *recovery.NOTES,
             )
             if k in r
@@ -383,6 +384,7 @@ def main() -> None:
     rows = ingest_rows(runs, duration, args.full) + transition_rows(runs, args.full)
     rows += flow_rows(3 if not args.full else 5, args.full)
     rows += webhook_cost.rows(args.full)
+    rows += retention.rows(runs, duration, args.full)
     rows += recovery.rows(1 if not args.full else 3, make_target(args.full), _workdir, row)
     write(rows, describe(), profile, time.time() - started)
     print((HERE / "RESULTS.md").read_text())

@@ -105,6 +105,41 @@ async def _migrate(settings: Settings) -> int:
     return 0
 
 
+async def _prune(settings: Settings, dry_run: bool) -> int:
+    from rich.console import Console
+
+    from service.artifacts import open_backend
+    from service.progress import facts_table
+    from service.pruner import Pruning
+    from service.store import open_store_for
+
+    store = open_store_for(settings.database_url)
+    await store.open()
+    backend = open_backend(settings.artifact_url, settings.artifact_dir, settings.s3_endpoint_url)
+    console = Console()
+    try:
+        pruning = Pruning(store, backend, settings)
+        if dry_run:
+            plan = await pruning.plan()
+            r = plan.rows
+            facts = [
+                ("storage", backend.description),
+                ("masks", f"{r.masks} ({r.mask_bytes} bytes)" if plan.cutoffs.masks else "kept forever"),
+                ("jobs", f"{r.jobs} with {r.events} events" if plan.cutoffs.jobs else "kept forever"),
+                ("outbox events", str(r.outbox) if plan.cutoffs.outbox else "kept forever"),
+                ("inputs", f"{len(plan.inputs)} ({plan.input_bytes} bytes)" if plan.cutoffs.inputs else "kept forever"),
+                ("abandoned uploads", str(plan.staged)),
+            ]
+            console.print(facts_table("would be deleted (dry run: nothing changed)", facts))
+        else:
+            report = await pruning.run()
+            console.print(facts_table("deleted", [(k, str(v)) for k, v in report.as_dict().items()]))
+    finally:
+        await backend.close()
+        await store.close()
+    return 0
+
+
 async def _keys_create(settings: Settings, tenant: str, label: str) -> int:
     from service.api.keys import hash_key, new_key
     from service.store import open_store_for
@@ -142,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--role", action="append", choices=ALL_ROLES, required=True)
     sandbox_cli.add_arguments(sub.add_parser("sandbox", help="the local stand-in for the upstream API"))
     sub.add_parser("migrate", help="apply pending schema migrations")
+    pr = sub.add_parser("prune", help="delete what the retention settings say is old (the pruner role, once)")
+    pr.add_argument("--dry-run", action="store_true", help="only print what would be deleted")
     keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="keys_command", required=True)
     kc = keys.add_parser("create", help="create an API key for a tenant (printed once)")
     kc.add_argument("--tenant", required=True)
@@ -249,6 +286,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return asyncio.run(_worker(settings, args.role))
     if args.command == "migrate":
         return asyncio.run(_migrate(settings))
+    if args.command == "prune":
+        return asyncio.run(_prune(settings, args.dry_run))
     return asyncio.run(_keys_create(settings, args.tenant, args.label))
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import secrets as _secrets
 from dataclasses import dataclass, field
 
-from service.artifacts import LocalArtifactStore
+from service.artifacts import ArtifactBackend, open_backend
+from service.links import LinkSigner
 from service.metrics import Metrics
 from service.settings import Settings, check_for_service
 from service.signing import CallbackSigner
@@ -23,8 +24,9 @@ class Services:
     store: Store
     upstream: UpstreamClient
     secrets: WebhookSecrets
-    artifacts: LocalArtifactStore
+    artifacts: ArtifactBackend
     signer: CallbackSigner
+    links: LinkSigner
     metrics: Metrics = field(default_factory=Metrics)
     wakeup: Wakeup = field(default_factory=Wakeup)
     timings: Timings = field(default_factory=Timings)
@@ -33,6 +35,7 @@ class Services:
 
     async def close(self) -> None:
         await self.upstream.close()
+        await self.artifacts.close()
         await self.store.close()
         await self.tracing.close()
 
@@ -60,8 +63,11 @@ async def open_services(settings: Settings, store: Store | None = None, tracing:
         store=store,
         upstream=upstream,
         secrets=WebhookSecrets([k.encode() for k in settings.webhook_keys]),
-        artifacts=LocalArtifactStore(settings.artifact_dir),
+        artifacts=open_backend(settings.artifact_url, settings.artifact_dir, settings.s3_endpoint_url),
         signer=CallbackSigner([k.encode() for k in settings.webhook_keys]),
+        links=LinkSigner(
+            [k.encode() for k in settings.webhook_keys], settings.public_url, settings.artifact_link_ttl_s
+        ),
         instance_id=instance_id,
         tracing=tracing,
         metrics=Metrics(max_tenants=settings.metrics_max_tenants),

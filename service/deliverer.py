@@ -20,6 +20,7 @@ import aiohttp
 
 from service.context import Services
 from service.jobs import AttemptResult, ClaimedDelivery
+from service.links import with_download_link
 from service.signing import subscription_owners
 from service.urlguard import GuardedSession, UrlRefused, callback_policy
 from service.wakeup import Topic
@@ -158,7 +159,7 @@ class Deliverer(Worker):
     async def _post(self, item: ClaimedDelivery) -> tuple[int | None, str | None, str | None, float]:
         """(status, Retry-After, error, milliseconds) of one attempt."""
         d = item.delivery
-        body = item.payload.encode()
+        body = with_download_link(item.payload, self.services.links).encode()
         started = time.perf_counter()
         try:
             self.policy.check(d.url)  # again at send time: the URL was stored under older rules, perhaps

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from service.artifacts import ArtifactCorrupt, ArtifactUnavailable, mask_key, one_chunk
 from service.backoff import Backoff
 from service.changes import apply
 from service.context import Services
@@ -100,7 +101,10 @@ class Fetcher(Worker):
         if not got:
             await self._later(job, "no output URLs yet")
             return
-        await self._store(job, urls, got)
+        try:
+            await self._store(job, urls, got)
+        except (ArtifactUnavailable, ArtifactCorrupt, OSError) as exc:  # storage down or full: retry later
+            await self._later(job, f"storing the mask: {exc}")
 
     async def _download_all(self, urls: tuple[str, ...]) -> list[Downloaded]:
         return list(await asyncio.gather(*(self._one(u) for u in urls)))
@@ -125,8 +129,12 @@ class Fetcher(Worker):
         now = time.time()
         inline = 0
         for idx, (url, item) in enumerate(zip(urls, got, strict=True)):
-            relative = self.services.artifacts.relative_path(job.tenant, job.id, idx)
-            await self.services.artifacts.put(relative, item.data)
+            relative = mask_key(job.tenant, job.id, idx)
+            stored = await self.services.artifacts.write(
+                relative, one_chunk(item.data), max_bytes=len(item.data), content_type=item.content_type
+            )
+            if stored.sha256 != item.sha256:  # what was written is not what was checked: try again later
+                raise ArtifactCorrupt(f"mask {idx} of {job.id} changed while being stored")
             artifacts.append(
                 ArtifactRow(
                     job.id,

@@ -16,16 +16,19 @@ import os
 import re
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from PIL import Image
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import Response
 
+from service.api.downloads import inert_headers, stream_object
 from service.api.endpoint import Call
 from service.api.errors import ApiError
 from service.api.responses import json_response
+from service.artifacts import ArtifactMissing, content_type_of, input_key
 from service.context import Services
 from service.http_body import BodyTooLarge, stream_limited
 from service.quotas import charge_upload, upload_allowance
@@ -39,14 +42,6 @@ _FORMATS = {"PNG": ("png", "image/png"), "JPEG": ("jpg", "image/jpeg")}
 # Decoding runs on its own few threads: that bounds how many images are decoded at once, and keeps
 # the decoders' large buffers in few malloc arenas, so memory is reused rather than spread.
 _decoders = ThreadPoolExecutor(max_workers=DECODE_SLOTS, thread_name_prefix="segflow-decode")
-
-
-# Stored files are served as inert downloads: never sniffed into HTML, never run as a page.
-INERT_HEADERS = {"x-content-type-options": "nosniff", "content-security-policy": "sandbox"}
-
-
-def inert_headers(filename: str) -> dict[str, str]:
-    return INERT_HEADERS | {"content-disposition": f'attachment; filename="{filename}"'}
 
 
 async def spool_upload(request: Request, limit: int, folder: Path) -> tuple[Path, int]:
@@ -70,17 +65,14 @@ def _new_temporary(folder: Path) -> tuple[int, str]:
     return tempfile.mkstemp(dir=folder, prefix=".upload-")
 
 
-def place_file(temporary: Path, target: Path) -> None:
-    """Move a finished temporary file into place durably (fsync, rename, fsync the folder)."""
-    with temporary.open("rb") as fh:
-        os.fsync(fh.fileno())
-    target.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(temporary, target)
-    dir_fd = os.open(target.parent, os.O_RDONLY)
+async def file_chunks(path: Path, size: int = 1 << 20) -> AsyncIterator[bytes]:
+    """A local file as a stream, for the artifact backend (local folder or object store)."""
+    fh = await asyncio.to_thread(path.open, "rb")
     try:
-        os.fsync(dir_fd)
+        while block := await asyncio.to_thread(fh.read, size):
+            yield block
     finally:
-        os.close(dir_fd)
+        fh.close()
 
 
 def _reencode(raw: Path) -> tuple[Path, str, str] | str:
@@ -120,7 +112,9 @@ async def upload_input(call: Call) -> Response:
     request, services = call.request, call.services
     allowance = await upload_allowance(services, call.tenant, time.time())
     limit = MAX_INPUT_BYTES if allowance is None else min(MAX_INPUT_BYTES, allowance)
-    folder = services.artifacts.resolve("inputs")
+    # Spooled and re-encoded on local disk (the artifact folder's inputs/), whatever backend then
+    # keeps the image; the pruner clears spool files a crash left behind with old inputs.
+    folder = Path(services.settings.artifact_dir) / "inputs"
     try:
         raw, size = await spool_upload(request, limit, folder)
     except BodyTooLarge:
@@ -135,8 +129,10 @@ async def upload_input(call: Call) -> Response:
             raise ApiError(422, "invalid_image", result, [{"path": "body", "reason": result}])
         clean, ext, ctype = result
         name = f"{await asyncio.to_thread(_sha256, clean)}.{ext}"
-        stored = clean.stat().st_size
-        await asyncio.to_thread(place_file, clean, services.artifacts.resolve(f"inputs/{name}"))
+        written = await services.artifacts.write(
+            input_key(name), file_chunks(clean), max_bytes=MAX_INPUT_BYTES, content_type=ctype
+        )
+        stored = written.size
     finally:
         raw.unlink(missing_ok=True)
         if clean is not None:
@@ -151,8 +147,9 @@ async def serve_input(request: Request) -> Response:
     name = request.path_params["name"]
     if not _NAME.match(name):
         raise ApiError(404, "not_found", "no such input")
-    path = services.artifacts.resolve(f"inputs/{name}")
-    if not path.is_file():
-        raise ApiError(404, "not_found", "no such input")
-    media = "image/png" if name.endswith(".png") else "image/jpeg"
-    return FileResponse(path, media_type=media, headers=inert_headers(name))
+    try:
+        return await stream_object(
+            services.artifacts, input_key(name), media_type=content_type_of(name), headers=inert_headers(name)
+        )
+    except ArtifactMissing:  # never uploaded, or deleted by the retention policy
+        raise ApiError(404, "not_found", "no such input") from None

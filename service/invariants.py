@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.artifacts import LocalArtifactStore
+from service.artifacts import ArtifactBackend, ArtifactMissing
 from service.jobs import EventRow
 from service.states import Event, State, transition
 from service.store import Store
@@ -54,7 +54,7 @@ def paid_tasks_by_job(sandbox_tasks: Iterable[Mapping[str, Any]]) -> dict[str, l
 
 async def check_run(
     store: Store,
-    artifacts: LocalArtifactStore,
+    artifacts: ArtifactBackend,
     job_ids: Sequence[str],
     sandbox_tasks: Sequence[Mapping[str, Any]],
 ) -> Report:
@@ -159,7 +159,7 @@ def _check_event_log(job_id: str, state: State, events: Sequence[EventRow], repo
 
 async def _check_mask(
     store: Store,
-    artifacts: LocalArtifactStore,
+    artifacts: ArtifactBackend,
     job_id: str,
     masks: Mapping[str, tuple[str | None, ...]],
     report: Report,
@@ -175,11 +175,12 @@ async def _check_mask(
     if tasks and not any(masks.get(t.task_id) == in_order for t in tasks):
         report.violations.append(f"{job_id}: its {len(stored)} stored masks are not all of one task's, in order")
     for a in stored:
-        path = artifacts.resolve(a.path)
-        if not path.is_file():
+        try:
+            opened = await artifacts.open(a.path)
+        except ArtifactMissing:
             report.violations.append(f"{job_id}: mask file {a.path} missing")
             continue
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        digest = hashlib.sha256(b"".join([c async for c in opened.chunks])).hexdigest()
         if digest != a.sha256:
             report.violations.append(f"{job_id}: mask file differs from its recorded sha256")
         if a.sha256 not in task_masks:

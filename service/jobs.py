@@ -330,3 +330,35 @@ class AttemptResult:
     slow_down_max_s: float = 0.0
     # A subscription failing (no delivery) for this long is disabled (None: never).
     disable_after_s: float | None = None
+
+
+# retention (the pruner) ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PrunedRow:
+    """The tombstone of a job or batch the pruner deleted (its 410 Gone answer)."""
+
+    id: str
+    tenant: str
+    batch_id: str  # "" for a batch
+    pruned_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiredMask:
+    job_id: str
+    idx: int
+    path: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionCounts:
+    """What a pruning round would delete now (`segflow prune --dry-run`)."""
+
+    masks: int
+    mask_bytes: int
+    jobs: int
+    events: int
+    outbox: int

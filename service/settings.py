@@ -92,6 +92,9 @@ class Settings:
     reconcile_concurrency: int = _opt("reconciler", "concurrency", 8)
     # [artifacts]
     artifact_dir: str = _opt("artifacts", "dir", ".segflow/artifacts")
+    artifact_url: str = _opt("artifacts", "url", "")
+    s3_endpoint_url: str = _opt("artifacts", "s3_endpoint_url", "")
+    artifact_link_ttl_s: float = _opt("artifacts", "link_ttl_s", 86_400.0)
     artifact_max_bytes: int = _opt("artifacts", "max_bytes", 52_428_800)
     download_timeout_s: float = _opt("artifacts", "download_timeout_s", 30.0)
     output_hosts: tuple[str, ...] = _opt("artifacts", "output_hosts", ("img.theapi.app", "img.midjourneyapi.xyz"))
@@ -109,6 +112,14 @@ class Settings:
     callback_batch: int = _opt("callbacks", "batch", 64)
     callback_lease_s: float = _opt("callbacks", "lease_s", 60.0)
     callback_interval_s: float = _opt("callbacks", "interval_s", 1.0)
+    # [retention]: days each kind is kept once old enough (0 = forever)
+    retention_masks_days: float = _opt("retention", "masks_days", 30.0)
+    retention_inputs_days: float = _opt("retention", "inputs_days", 7.0)
+    retention_jobs_days: float = _opt("retention", "jobs_days", 90.0)
+    retention_outbox_days: float = _opt("retention", "outbox_days", 30.0)
+    prune_interval_s: float = _opt("retention", "interval_s", 600.0)
+    prune_batch: int = _opt("retention", "batch", 200)
+    prune_pause_s: float = _opt("retention", "pause_s", 0.05)
     callback_max_subscriptions: int = _opt("callbacks", "max_subscriptions", 20)
     callback_replays_per_minute: int = _opt("callbacks", "replays_per_minute", 10)
     callback_retry_after_max_s: float = _opt("callbacks", "retry_after_max_s", 3600.0)
@@ -169,6 +180,7 @@ def _validate(s: Settings) -> None:
         "fetch_concurrency",
         "group_commit_max",
         "max_batch_items",
+        "prune_batch",
         "max_connections",
         "max_header_bytes",
     ):
@@ -202,6 +214,16 @@ def _validate(s: Settings) -> None:
         tenant, sep, key = pair.partition(":")
         if not sep or not tenant or len(key) < 16:
             raise ConfigError("SEGFLOW_API_KEYS: use tenant:key pairs, keys at least 16 characters")
+    if s.artifact_url and not s.artifact_url.startswith(("file:///", "s3://")):
+        raise ConfigError(f"{_where(_field('artifact_url'))}: file:///PATH or s3://BUCKET[/PREFIX]")
+    if s.artifact_url.startswith("s3://") and not urlsplit(s.artifact_url).netloc:
+        raise ConfigError(f"{_where(_field('artifact_url'))}: s3://BUCKET[/PREFIX] needs a bucket")
+    if s.s3_endpoint_url:
+        parts = urlsplit(s.s3_endpoint_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password:
+            raise ConfigError(f"{_where(_field('s3_endpoint_url'))}: an http(s) URL without credentials")
+    if not 60 <= s.artifact_link_ttl_s <= 30 * 86_400:
+        raise ConfigError(f"{_where(_field('artifact_link_ttl_s'))}: between 60 s and 30 days")
     for host in s.output_hosts:
         try:
             ipaddress.ip_address(host)

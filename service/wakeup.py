@@ -13,6 +13,7 @@ class Topic(enum.StrEnum):
     FETCH = "fetch"
     RECONCILE = "reconcile"
     DELIVER = "deliver"
+    PRUNE = "prune"
 
 
 class Wakeup:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from service.context import Services
 from service.deliverer import Deliverer
 from service.fetcher import Fetcher
+from service.pruner import Pruner
 from service.reconciler import Reconciler
 from service.submitter import Submitter
 from service.worker_base import Worker
@@ -16,6 +17,7 @@ ROLES: dict[str, type[Worker]] = {
     "reconciler": Reconciler,
     "fetcher": Fetcher,
     "deliverer": Deliverer,
+    "pruner": Pruner,
 }
 ALL_ROLES: tuple[str, ...] = tuple(ROLES)
 

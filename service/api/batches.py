@@ -15,6 +15,7 @@ from service.api.endpoint import Call
 from service.api.errors import ApiError, not_found
 from service.api.listing import encode_batch_cursor, encode_cursor, parse_batch_listing, parse_listing
 from service.api.responses import json_response
+from service.callback_events import rfc3339
 from service.jobs import BatchRow, JobRow
 from service.quotas import charge_batch_request, check_open_jobs
 from service.store import IdempotencyConflict
@@ -86,6 +87,8 @@ async def list_batches(call: Call) -> Response:
 async def get_batch(call: Call) -> Response:
     """GET /v1/batches/{batch_id}: progress counts and spend."""
     summary = await call.services.store.batch_summary(call.request.path_params["batch_id"])
+    if summary is None:
+        await _refuse_pruned(call)
     if summary is None or summary.batch.tenant != call.tenant:
         raise not_found("batch")
     return json_response(views.batch_view(summary))
@@ -106,6 +109,21 @@ async def list_batch_jobs(call: Call) -> Response:
 
 async def owned_batch(call: Call) -> BatchRow:
     batch = await call.services.store.get_batch(call.request.path_params["batch_id"])
+    if batch is None:
+        await _refuse_pruned(call)
     if batch is None or batch.tenant != call.tenant:
         raise not_found("batch")
     return batch
+
+
+async def _refuse_pruned(call: Call) -> None:
+    """410 for the caller's own batch that the retention policy deleted (404 for anyone else's)."""
+    pruned = await call.services.store.pruned_batch(call.request.path_params["batch_id"])
+    if pruned is not None and pruned.tenant == call.tenant:
+        raise ApiError(
+            410,
+            "batch_pruned",
+            "this batch's jobs finished long ago and were deleted by the retention policy "
+            "(SEGFLOW_RETENTION_JOBS_DAYS)",
+            [{"pruned_at": rfc3339(pruned.pruned_at)}],
+        )

@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import asyncio
 
-import structlog
-from starlette.responses import FileResponse, Response
+from starlette.responses import Response
 
 from service.api import views
+from service.api.downloads import inert_headers, serve_mask
 from service.api.endpoint import Call, after_response
 from service.api.errors import ApiError, Problem, invalid, not_found
 from service.api.responses import json_response
+from service.callback_events import rfc3339
 from service.context import Services
-from service.inputs import inert_headers
 from service.job_actions import ActionRefused, cancel_job, cancel_upstream, retry_job
 from service.jobs import JobRow
-
-log = structlog.get_logger("segflow.api")
 
 _REFUSALS = {
     "not_cancellable": "the job is {state}: only jobs not yet fetching their mask can be cancelled",
@@ -53,13 +51,8 @@ async def job_mask(call: Call) -> Response:
             f"no mask stored yet; the job is {job.state.value}",
             [{"state": job.state.value}],
         )
-    path = call.services.artifacts.resolve(found.path)
-    if not await asyncio.to_thread(path.is_file):
-        # The store says the mask was written durably: its absence is an operator problem.
-        log.error("artifact_missing", job_id=job.id, path=found.path)
-        raise ApiError(404, "mask_missing", "the mask was stored but its file is gone", [{"state": job.state.value}])
     headers = inert_headers(f"{job.id}-{index}.png") | {"cache-control": "private, max-age=86400"}
-    return FileResponse(path, media_type="image/png", headers=headers)
+    return await serve_mask(call.services, found, headers=headers)
 
 
 async def cancel(call: Call) -> Response:
@@ -86,10 +79,25 @@ async def retry(call: Call) -> Response:
 
 
 async def owned_job(call: Call) -> JobRow:
-    job = await call.services.store.get_job(call.request.path_params["job_id"])
+    job_id = call.request.path_params["job_id"]
+    job = await call.services.store.get_job(job_id)
+    if job is None:
+        pruned = await call.services.store.pruned_job(job_id)
+        if pruned is not None and pruned.tenant == call.tenant:
+            raise job_gone(pruned.pruned_at)
     if job is None or job.tenant != call.tenant:
         raise not_found("job")
     return job
+
+
+def job_gone(pruned_at: float) -> ApiError:
+    return ApiError(
+        410,
+        "job_pruned",
+        "this job finished long ago and was deleted by the retention policy (SEGFLOW_RETENTION_JOBS_DAYS), "
+        "with its timeline and mask",
+        [{"pruned_at": rfc3339(pruned_at)}],
+    )
 
 
 async def full_view(services: Services, job: JobRow) -> dict[str, object]:
@@ -97,7 +105,9 @@ async def full_view(services: Services, job: JobRow) -> dict[str, object]:
     tasks, events, artifacts = await asyncio.gather(
         store.job_tasks(job.id), store.job_events(job.id), store.job_artifacts(job.id)
     )
-    return views.job_view(job, tasks, events, artifacts)
+    pruned = await store.pruned_masks(job.id) if artifacts else {}
+    links = {a.idx: services.links.mask_url(job.id, a.idx) for a in artifacts}
+    return views.job_view(job, tasks, events, artifacts, links=links, pruned=pruned)
 
 
 def _refusal(refused: ActionRefused) -> ApiError:

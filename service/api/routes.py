@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.routing import BaseRoute, Route
 
 from service import inputs
-from service.api import batches, callbacks, jobs, ops, spend
+from service.api import batches, callbacks, downloads, jobs, manifest, ops, spend
 from service.api.auth import Authenticator
 from service.api.endpoint import CallHandler, authed, guarded
 from service.api.openapi import load_document, openapi_route
@@ -24,6 +24,7 @@ def api_routes(*, metrics: bool = True) -> list[BaseRoute]:
         v1("/v1/batches", "GET", batches.list_batches),
         v1("/v1/batches/{batch_id}", "GET", batches.get_batch),
         v1("/v1/batches/{batch_id}/jobs", "GET", batches.list_batch_jobs),
+        v1("/v1/batches/{batch_id}/manifest", "GET", manifest.batch_manifest),
         v1("/v1/jobs/{job_id}", "GET", jobs.get_job),
         v1("/v1/jobs/{job_id}/mask", "GET", jobs.job_mask),
         v1("/v1/jobs/{job_id}/events", "GET", jobs.job_events),
@@ -47,6 +48,8 @@ def api_routes(*, metrics: bool = True) -> list[BaseRoute]:
         v1("/v1/events/{event_id}/replay", "POST", callbacks.replay_event),
         v1("/v1/deliveries/dead", "GET", callbacks.dead_deliveries),
         Route("/inputs/{name}", guarded(inputs.serve_input), methods=["GET"], name="serve_input"),
+        # Signed, expiring links: the signature is the credential, so no API key.
+        Route("/links/masks/{job_id}/{idx}.png", guarded(downloads.signed_mask), methods=["GET"], name="signed_mask"),
         Route("/healthz", guarded(ops.healthz), methods=["GET"], name="healthz"),
         Route("/readyz", guarded(ops.readyz), methods=["GET"], name="readyz"),
         Route("/openapi.json", guarded(openapi_route(load_document())), methods=["GET"], name="openapi"),

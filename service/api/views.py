@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from service.callback_events import rfc3339
@@ -59,18 +59,30 @@ def event_view(event: EventRow) -> dict[str, Any]:
     }
 
 
-def artifact_view(artifact: ArtifactRow) -> dict[str, Any]:
+def artifact_view(
+    artifact: ArtifactRow, download_url: str | None = None, pruned_at: float | None = None
+) -> dict[str, Any]:
+    """A stored mask: `url` needs the API key; `download_url` is a signed, expiring link that needs
+    none (null once the retention policy deleted the mask, at `pruned_at`)."""
     return {
         "sha256": artifact.sha256,
         "bytes": artifact.bytes,
         "width": artifact.width,
         "height": artifact.height,
         "url": mask_url(artifact.job_id, artifact.idx),
+        "download_url": None if pruned_at is not None else download_url,
+        "pruned_at": rfc3339(pruned_at),
     }
 
 
 def job_view(
-    job: JobRow, tasks: Sequence[TaskRow], events: Sequence[EventRow], artifacts: Sequence[ArtifactRow]
+    job: JobRow,
+    tasks: Sequence[TaskRow],
+    events: Sequence[EventRow],
+    artifacts: Sequence[ArtifactRow],
+    *,
+    links: Mapping[int, str] | None = None,
+    pruned: Mapping[int, float] | None = None,
 ) -> dict[str, Any]:
     """A job in full: its request, every attempt, its timeline and its mask."""
     view: dict[str, Any] = {
@@ -86,7 +98,7 @@ def job_view(
         "attempts": [attempt_view(t) for t in tasks],
         "timeline": [event_view(e) for e in events],
         "error": _error(job),
-        "artifact": artifact_view(artifacts[0]) if artifacts else None,
+        "artifact": _artifact(artifacts[0], links, pruned) if artifacts else None,
         "price_usd": job.price_usd,
         "estimate_usd": job.est_usd,
         "reserved_usd": job.reserved_usd,
@@ -95,8 +107,12 @@ def job_view(
         "finished_at": rfc3339(job.finished_at),
     }
     if len(artifacts) > 1:
-        view["artifacts"] = [artifact_view(a) for a in artifacts]
+        view["artifacts"] = [_artifact(a, links, pruned) for a in artifacts]
     return view
+
+
+def _artifact(a: ArtifactRow, links: Mapping[int, str] | None, pruned: Mapping[int, float] | None) -> dict[str, Any]:
+    return artifact_view(a, (links or {}).get(a.idx), (pruned or {}).get(a.idx))
 
 
 def batch_view(summary: BatchSummary) -> dict[str, Any]:

@@ -64,6 +64,18 @@ def get_job_mask(job_id: str) -> Call:
     return Call("getJobMask", {"job_id": job_id}, raw=True)
 
 
+def get_batch_manifest(batch_id: str) -> Call:
+    """The batch's manifest as JSON Lines (one object per job, with signed download links)."""
+    return Call("getBatchManifest", {"batch_id": batch_id}, raw=True)
+
+
+def get_signed_mask(job_id: str, idx: int, *, exp: str, kid: str, sig: str) -> Call:
+    """A mask by the parts of its signed link (`artifact.download_url`; no API key needed)."""
+    return Call(
+        "getSignedMask", {"job_id": job_id, "idx": str(idx)}, params={"exp": exp, "kid": kid, "sig": sig}, raw=True
+    )
+
+
 def get_job_events(job_id: str) -> Call:
     return Call("getJobEvents", {"job_id": job_id})
 

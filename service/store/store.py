@@ -42,10 +42,13 @@ from service.jobs import (
     DeliveryRow,
     DeliveryState,
     EventRow,
+    ExpiredMask,
     JobInput,
     JobRow,
     OutboxEvent,
     Outcome,
+    PrunedRow,
+    RetentionCounts,
     SubscriptionChanges,
     SubscriptionRow,
     TaskRow,
@@ -758,3 +761,109 @@ class Store:
 
     async def dead_deliveries(self, tenant: str, *, limit: int) -> list[DeliveryRow]:
         return await self._all(rows.delivery, "dead_deliveries", tenant, limit)
+
+    # retention (the pruner): small batches, each one write of the group commit ---------------
+
+    async def pruned_job(self, job_id: str) -> PrunedRow | None:
+        return await self._one(partial(rows.record, PrunedRow), "pruned_job", job_id)
+
+    async def pruned_batch(self, batch_id: str) -> PrunedRow | None:
+        return await self._one(partial(rows.record, PrunedRow), "pruned_batch", batch_id)
+
+    async def pruned_masks(self, job_id: str) -> dict[int, float]:
+        """Mask index -> when its object was deleted, for the job's pruned masks."""
+        found = await self._read(lambda c: c.fetch("pruned_masks_of_job", job_id))
+        return {int(r["idx"]): float(r["pruned_at"]) for r in found}
+
+    async def expired_masks(self, *, cutoff: float, limit: int) -> list[ExpiredMask]:
+        """Stored masks written before `cutoff` whose object is not yet deleted, oldest first."""
+
+        async def fn(c: Conn) -> list[ExpiredMask]:
+            mark = await c.fetchrow("masks_watermark")
+            since = float(mark["mark"]) if mark is not None else 0.0
+            return [rows.record(ExpiredMask, r) for r in await c.fetch("expired_masks", since, cutoff, limit)]
+
+        return await self._read(fn)
+
+    async def mark_masks_pruned(self, masks: Sequence[ExpiredMask], *, now: float) -> None:
+        params = [(m.job_id, m.idx, m.created_at, now) for m in masks]
+        await self._write(lambda c: c.executemany("insert_pruned_mask", params))
+
+    async def expired_jobs(self, *, cutoff: float, limit: int) -> tuple[list[str], list[str]]:
+        """(ids, mask paths not yet deleted) of final jobs that finished before `cutoff`."""
+
+        async def fn(c: Conn) -> tuple[list[str], list[str]]:
+            ids = [r["id"] for r in await c.fetch("expired_jobs", cutoff, limit)]
+            paths = [r["path"] for r in await c.fetch("unpruned_masks_of_jobs", ids)] if ids else []
+            return ids, paths
+
+        return await self._read(fn)
+
+    async def delete_jobs(self, job_ids: Sequence[str], *, cutoff: float, now: float) -> int:
+        """Delete those still expired (and not held by another transaction) with their attempts,
+        events and artifact rows, leaving a tombstone each."""
+
+        async def op(c: Conn) -> int:
+            still = [r["id"] for r in await c.fetch("still_expired_jobs", list(job_ids), cutoff)]
+            if not still:
+                return 0
+            for statement in (
+                "delete_job_events",
+                "delete_job_tasks",
+                "delete_job_artifacts",
+                "delete_job_pruned_masks",
+            ):
+                await c.execute(statement, still)
+            await c.execute("tombstone_jobs", still, now)
+            return await c.execute("delete_jobs_by_id", still)
+
+        return await self._write(op)
+
+    async def delete_empty_batches(self, *, cutoff: float, limit: int, now: float) -> int:
+        async def op(c: Conn) -> int:
+            ids = [r["id"] for r in await c.fetch("empty_batches", cutoff, limit)]
+            if not ids:
+                return 0
+            await c.execute("tombstone_batches", ids, now)
+            return await c.execute("delete_batches_by_id", ids)
+
+        return await self._write(op)
+
+    async def delete_outbox(self, *, cutoff: float, limit: int) -> int:
+        """Delete events created before `cutoff` that nothing is delivering, with their deliveries
+        and attempts."""
+
+        async def op(c: Conn) -> int:
+            ids = [r["id"] for r in await c.fetch("expired_outbox", cutoff, limit)]
+            if not ids:
+                return 0
+            deliveries = [r["id"] for r in await c.fetch("finished_deliveries_of", ids)]
+            if deliveries:
+                await c.execute("delete_delivery_attempts", deliveries)
+                await c.execute("delete_deliveries_by_id", deliveries)
+            return await c.execute("delete_outbox_events", ids)
+
+        return await self._write(op)
+
+    async def live_input_images(self) -> list[str]:
+        """Image URLs naming an uploaded input (`/inputs/`) of jobs not yet final."""
+        return [r["image"] for r in await self._read(lambda c: c.fetch("live_input_images"))]
+
+    async def retention_counts(
+        self, *, masks_cutoff: float | None, jobs_cutoff: float | None, outbox_cutoff: float | None
+    ) -> RetentionCounts:
+        async def fn(c: Conn) -> RetentionCounts:
+            masks = mask_bytes = jobs = events = outbox = 0
+            if masks_cutoff is not None:
+                mark = await c.fetchrow("masks_watermark")
+                found = await c.fetchrow("count_expired_masks", float(mark["mark"]) if mark else 0.0, masks_cutoff)
+                assert found is not None
+                masks, mask_bytes = int(found["n"]), int(found["bytes"])
+            if jobs_cutoff is not None:
+                jobs = await self._count(c, "count_expired_jobs", jobs_cutoff)
+                events = await self._count(c, "count_expired_events", jobs_cutoff)
+            if outbox_cutoff is not None:
+                outbox = await self._count(c, "count_expired_outbox", outbox_cutoff)
+            return RetentionCounts(masks, mask_bytes, jobs, events, outbox)
+
+        return await self._read(fn)

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 from PIL import Image
@@ -144,7 +145,13 @@ async def test_the_mask_is_drawn_over_its_source_image_with_adjustable_opacity(
     overlay = tab.page.locator('#overlay[data-ready="true"]')
     await expect(overlay).to_be_visible(timeout=DONE_S)
     await expect(tab.page.locator("figcaption")).to_have_text("Prompt: car, person, bag")
-    mask = Image.open(io.BytesIO(await sf.client.get_job_mask(job["job_id"])))
+    raw_mask = await sf.client.get_job_mask(job["job_id"])
+    mask = Image.open(io.BytesIO(raw_mask))
+    # The page offers the signed download link, which works with no API key.
+    link = await tab.page.locator("#mask-download").get_attribute("href")
+    assert link is not None and link.startswith(f"{sf.url}/links/masks/{job['job_id']}/0.png?")
+    async with aiohttp.ClientSession() as http, http.get(link) as resp:
+        assert resp.status == 200 and await resp.read() == raw_mask
     covered = sum(1 for v in mask.convert("L").tobytes() if v >= 128) / (mask.width * mask.height)
     assert 0.02 < covered < 0.9, covered  # a mask with an inside and an outside to tell apart
 

@@ -29,7 +29,7 @@ import aiohttp
 import orjson
 
 from benchmarks import ingest
-from service.artifacts import LocalArtifactStore
+from service.artifacts_local import LocalArtifactStore
 from service.invariants import check_run
 from service.store import open_store_for
 from tests.chaos.runner import scratch_database

@@ -27,7 +27,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from service.artifacts import LocalArtifactStore
+from service.artifacts_local import LocalArtifactStore
 from service.invariants import Report, check_outbox, check_run
 from service.store import open_store_for
 from tests.fixtures.database import drop_postgres_database, fresh_postgres_database

@@ -10,7 +10,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from service.artifacts import LocalArtifactStore
+from service.artifacts_local import LocalArtifactStore
 from service.invariants import check_run
 from service.store import open_store_for
 from tests.fixtures.processes import Processes, free_port, wait_batch

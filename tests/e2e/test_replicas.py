@@ -1,21 +1,27 @@
 """Three `segflow serve` replicas on one PostgreSQL database, webhooks spread over all three, one
 replica SIGKILLed mid-batch and another restarted: every job ends exactly once, nothing is paid
-twice except after a passed adoption window, no artifact or event is duplicated."""
+twice except after a passed adoption window, no artifact or event is duplicated. The masks live in
+S3 (a real S3-protocol server on loopback) and each replica has its own empty local folder, so a
+mask stored by one replica is served by another through the bucket."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import signal
+from collections import defaultdict
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from service.artifacts import LocalArtifactStore
+from service.artifacts import open_backend
 from service.invariants import check_run
 from service.store import open_store_for
 from tests.fixtures.database import drop_postgres_database, fresh_postgres_database, postgres_dsn
 from tests.fixtures.processes import Processes, free_port, wait_batch
+from tests.fixtures.s3 import S3Bucket
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -33,13 +39,14 @@ async def pg_url() -> AsyncIterator[str]:
         await drop_postgres_database(name)
 
 
-def replica_env(n: int, port: int, pg_url: str, sandbox_url: str, artifacts: Path) -> dict[str, str]:
+def replica_env(n: int, port: int, pg_url: str, sandbox_url: str, disk: Path, s3: S3Bucket) -> dict[str, str]:
     return {
+        **s3.env,
         "SEGFLOW_INSTANCE_ID": f"replica-{n}",
         "SEGFLOW_PORT": str(port),
         "SEGFLOW_PUBLIC_URL": f"http://127.0.0.1:{port}",
         "SEGFLOW_DATABASE_URL": pg_url,
-        "SEGFLOW_ARTIFACT_DIR": str(artifacts),
+        "SEGFLOW_ARTIFACT_DIR": str(disk / f"replica-{n}"),  # unused: SEGFLOW_ARTIFACT_URL is S3
         "SEGFLOW_UPSTREAM_URL": sandbox_url,
         "SEGFLOW_UPSTREAM_API_KEY": "sandbox-key",
         "SEGFLOW_UPSTREAM_IS_SANDBOX": "true",
@@ -54,11 +61,25 @@ def replica_env(n: int, port: int, pg_url: str, sandbox_url: str, artifacts: Pat
         "SEGFLOW_FETCH_LEASE_S": "5",
         "SEGFLOW_MAX_IN_FLIGHT": "60",
         "SEGFLOW_CREATES_PER_S": "30",
-        "SEGFLOW_LOG_LEVEL": "warning",
+        "SEGFLOW_LOG_LEVEL": "info",  # the fetcher's mask_stored lines say which replica stored what
+        "SEGFLOW_LOG_FORMAT": "json",
     }
 
 
-async def test_three_replicas_one_killed_one_restarted(processes: Processes, tmp_path: Path, pg_url: str) -> None:
+def stored_by(logdir: Path) -> dict[str, str]:
+    """job id -> the replica whose fetcher stored its mask, from the replicas' JSON logs."""
+    found: dict[str, str] = {}
+    for log in logdir.glob("replica-*.log"):
+        for line in log.read_text(errors="replace").splitlines():
+            if '"mask_stored"' in line:
+                entry = json.loads(line)
+                found[entry["job_id"]] = entry["instance"]
+    return found
+
+
+async def test_three_replicas_one_killed_one_restarted(
+    processes: Processes, tmp_path: Path, pg_url: str, s3: S3Bucket
+) -> None:
     sandbox_port = free_port()
     sandbox_url = f"http://127.0.0.1:{sandbox_port}"
     processes.start(
@@ -85,9 +106,9 @@ async def test_three_replicas_one_killed_one_restarted(processes: Processes, tmp
         {},
         f"{sandbox_url}/samples",
     )
-    artifacts = tmp_path / "artifacts"
+    disk = tmp_path / "disks"
     ports = [free_port() for _ in range(3)]
-    envs = [replica_env(n, port, pg_url, sandbox_url, artifacts) for n, port in enumerate(ports)]
+    envs = [replica_env(n, port, pg_url, sandbox_url, disk, s3) for n, port in enumerate(ports)]
     replicas = [
         processes.start(f"replica-{n}", ["serve"], env, f"http://127.0.0.1:{ports[n]}/healthz")
         for n, env in enumerate(envs)
@@ -110,12 +131,27 @@ async def test_three_replicas_one_killed_one_restarted(processes: Processes, tmp
         summary = await wait_batch(http, batch_url, API_KEY, lambda b: b["done"] == b["total"], 180)
         async with http.get(f"{sandbox_url}/_sandbox/tasks") as resp:
             tasks = await resp.json()
+        # Each mask, served by a live replica other than the one that stored it, through the
+        # signed link that replica hands out (no API key).
+        storer = stored_by(tmp_path)
+        served = defaultdict(int)
+        for job in accepted["jobs"]:
+            by = storer[job["job_id"]]
+            server = next(n for n in (0, 2) if f"replica-{n}" != by)
+            base = f"http://127.0.0.1:{ports[server]}"
+            async with http.get(f"{base}/v1/jobs/{job['job_id']}", headers={"authorization": f"Bearer {API_KEY}"}) as r:
+                artifact = (await r.json())["artifact"]
+            assert artifact["download_url"].startswith(base)
+            async with http.get(artifact["download_url"]) as r:
+                assert r.status == 200
+                assert hashlib.sha256(await r.read()).hexdigest() == artifact["sha256"]
+            served[(by, server)] += 1
     assert summary["counts"]["succeeded"] == 150, summary["counts"]
     store = open_store_for(pg_url)
     await store.open()
     try:
         job_ids = [j["job_id"] for j in accepted["jobs"]]
-        report = await check_run(store, LocalArtifactStore(artifacts), job_ids, tasks)
+        report = await check_run(store, open_backend(s3.artifact_url, "", s3.endpoint), job_ids, tasks)
         for job_id in job_ids:
             stored = [e for e in await store.job_events(job_id) if e.event == "stored"]
             assert len(stored) == 1, job_id
@@ -125,6 +161,8 @@ async def test_three_replicas_one_killed_one_restarted(processes: Processes, tmp
         await store.close()
     assert report.ok, report.violations[:10]
     assert report.masks_checked == 150
+    assert len(storer) == 150 and len({by for by, _ in served}) >= 2, served  # stored by several replicas
+    assert not disk.exists() or not any(disk.rglob("*.png"))  # and not one mask on a local disk
     assert report.duplicate_paid_tasks <= report.resends_after_adoption_window
     assert sorted(e.type for e in events).count("job.succeeded") == 150
     assert [e.type for e in events].count("batch.completed") == 1

@@ -214,7 +214,10 @@ async def test_mask_is_not_found_until_stored_then_served(api: Api) -> None:
         "width": 2,
         "height": 1,
         "url": f"/v1/jobs/{job_id}/mask",
+        "download_url": job["artifact"]["download_url"],
+        "pruned_at": None,
     }
+    assert job["artifact"]["download_url"].startswith(f"{api.services.settings.public_url}/links/masks/{job_id}/0.png?")
     assert "artifacts" not in job
 
 

@@ -427,10 +427,19 @@ function jobFacts(job) {
     ["Image", isWebUrl(job.image) ? h("a", { href: job.image, rel: "noreferrer noopener", target: "_blank" }, job.image) : job.image],
     ["Attempt", job.attempt],
     ["Price", job.price_usd === null ? "—" : usd(job.price_usd)],
+    ["Mask", maskLink(job.artifact)],
     ["Created", when(job.created_at)],
     ["Finished", when(job.finished_at) || "—"],
   ];
   return pairs.flatMap(([term, value]) => [h("dt", {}, term), h("dd", {}, value)]);
+}
+
+// The signed, expiring link: it needs no API key, so it can be handed to anyone who should have the mask.
+function maskLink(artifact) {
+  if (!artifact) return "—";
+  if (!artifact.download_url) return artifact.pruned_at ? `deleted by retention ${when(artifact.pruned_at)}` : "—";
+  return h("a", { id: "mask-download", href: artifact.download_url, rel: "noreferrer noopener", download: "" },
+    "download (signed link, no key needed)");
 }
 
 // The mask (fetched with the key, as a blob) tinted on a canvas laid over the source image.

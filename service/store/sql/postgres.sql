@@ -329,6 +329,117 @@ SELECT * FROM delivery_attempts WHERE delivery_id = $1 ORDER BY n;
 SELECT d.* FROM deliveries d JOIN outbox o ON o.id = d.event_id
  WHERE o.tenant = $1 AND d.state = 'dead' ORDER BY d.created_at DESC LIMIT $2;
 
+-- retention (the pruner; migration 0009) ------------------------------------------------------
+-- Each batch is one small write of the group commit, skipping rows another transaction holds.
+
+-- name: pruned_job
+SELECT id, tenant, batch_id, pruned_at FROM pruned_jobs WHERE id = $1;
+
+-- name: pruned_batch
+SELECT id, tenant, '' AS batch_id, pruned_at FROM pruned_batches WHERE id = $1;
+
+-- name: pruned_masks_of_job
+SELECT idx, pruned_at FROM pruned_masks WHERE job_id = $1;
+
+-- name: masks_watermark
+-- The pruner resumes after the newest mask it pruned instead of skipping every one before it.
+SELECT coalesce(max(artifact_created_at), 0) AS mark FROM pruned_masks;
+
+-- name: expired_masks
+SELECT a.job_id, a.idx, a.path, a.created_at FROM artifacts a
+ WHERE a.created_at >= $1 AND a.created_at < $2
+   AND NOT EXISTS (SELECT 1 FROM pruned_masks p WHERE p.job_id = a.job_id AND p.idx = a.idx)
+ ORDER BY a.created_at LIMIT $3;
+
+-- name: insert_pruned_mask
+INSERT INTO pruned_masks (job_id, idx, artifact_created_at, pruned_at) VALUES ($1, $2, $3, $4)
+ON CONFLICT DO NOTHING;
+
+-- name: expired_jobs
+SELECT id FROM jobs WHERE state IN ('succeeded', 'failed', 'cancelled', 'expired') AND finished_at < $1
+ ORDER BY finished_at LIMIT $2;
+
+-- name: unpruned_masks_of_jobs
+SELECT a.path FROM artifacts a WHERE a.job_id = ANY($1::text[])
+   AND NOT EXISTS (SELECT 1 FROM pruned_masks p WHERE p.job_id = a.job_id AND p.idx = a.idx);
+
+-- name: still_expired_jobs
+-- Re-checked inside the deleting transaction: a job retried since it was listed stays.
+SELECT id FROM jobs WHERE id = ANY($1::text[])
+   AND state IN ('succeeded', 'failed', 'cancelled', 'expired') AND finished_at < $2
+ FOR UPDATE SKIP LOCKED;
+
+-- name: delete_job_events
+DELETE FROM events WHERE job_id = ANY($1::text[]);
+
+-- name: delete_job_tasks
+DELETE FROM tasks WHERE job_id = ANY($1::text[]);
+
+-- name: delete_job_artifacts
+DELETE FROM artifacts WHERE job_id = ANY($1::text[]);
+
+-- name: delete_job_pruned_masks
+DELETE FROM pruned_masks WHERE job_id = ANY($1::text[]);
+
+-- name: tombstone_jobs
+INSERT INTO pruned_jobs (id, tenant, batch_id, pruned_at)
+SELECT id, tenant, batch_id, $2::float8 FROM jobs WHERE id = ANY($1::text[])
+ON CONFLICT DO NOTHING;
+
+-- name: delete_jobs_by_id
+DELETE FROM jobs WHERE id = ANY($1::text[]);
+
+-- name: empty_batches
+SELECT b.id FROM batches b WHERE b.created_at < $1
+   AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.batch_id = b.id)
+ ORDER BY b.created_at LIMIT $2 FOR UPDATE SKIP LOCKED;
+
+-- name: tombstone_batches
+INSERT INTO pruned_batches (id, tenant, pruned_at)
+SELECT id, tenant, $2::float8 FROM batches WHERE id = ANY($1::text[])
+ON CONFLICT DO NOTHING;
+
+-- name: delete_batches_by_id
+DELETE FROM batches WHERE id = ANY($1::text[])
+   AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.batch_id = batches.id);
+
+-- name: expired_outbox
+SELECT o.id FROM outbox o WHERE o.created_at < $1
+   AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = o.id AND d.state = 'pending')
+ ORDER BY o.created_at LIMIT $2 FOR UPDATE SKIP LOCKED;
+
+-- name: finished_deliveries_of
+SELECT id FROM deliveries WHERE event_id = ANY($1::text[]) AND state <> 'pending' ORDER BY id FOR UPDATE;
+
+-- name: delete_delivery_attempts
+DELETE FROM delivery_attempts WHERE delivery_id = ANY($1::bigint[]);
+
+-- name: delete_deliveries_by_id
+DELETE FROM deliveries WHERE id = ANY($1::bigint[]);
+
+-- name: delete_outbox_events
+DELETE FROM outbox WHERE id = ANY($1::text[])
+   AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = outbox.id);
+
+-- name: live_input_images
+SELECT DISTINCT image FROM jobs
+ WHERE state NOT IN ('succeeded', 'failed', 'cancelled', 'expired') AND image LIKE '%/inputs/%';
+
+-- name: count_expired_masks
+SELECT count(*) AS n, coalesce(sum(a.bytes), 0) AS bytes FROM artifacts a
+ WHERE a.created_at >= $1 AND a.created_at < $2
+   AND NOT EXISTS (SELECT 1 FROM pruned_masks p WHERE p.job_id = a.job_id AND p.idx = a.idx);
+
+-- name: count_expired_jobs
+SELECT count(*) AS n FROM jobs WHERE state IN ('succeeded', 'failed', 'cancelled', 'expired') AND finished_at < $1;
+
+-- name: count_expired_events
+SELECT count(*) AS n FROM events WHERE job_id IN
+  (SELECT id FROM jobs WHERE state IN ('succeeded', 'failed', 'cancelled', 'expired') AND finished_at < $1);
+
+-- name: count_expired_outbox
+SELECT count(*) AS n FROM outbox o WHERE o.created_at < $1
+   AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = o.id AND d.state = 'pending');
 -- name: lock_tenant_subscriptions
 -- Creates of one tenant take turns, so two at once cannot both pass the count.
 SELECT pg_advisory_xact_lock(727003, hashtext($1));
