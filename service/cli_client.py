@@ -267,6 +267,8 @@ async def status(args: argparse.Namespace) -> int:
 
 
 async def results(args: argparse.Namespace) -> int:
+    """Download every succeeded job's mask into `--out`, checked against the sha256 the batch's
+    manifest records, and save the manifest (with each mask's signed download link) beside them."""
     from rich.progress import track
 
     from service.progress import facts_table
@@ -277,26 +279,41 @@ async def results(args: argparse.Namespace) -> int:
     saved: list[dict[str, Any]] = []
     missing: list[dict[str, Any]] = []
     async with AsyncClient(args.url, _api_key()) as client:
-        jobs = [job for b in args.batch_ids for job in await client.all_batch_jobs(b)]
-        for job in track(jobs, description="downloading masks", console=console, disable=json_out):
-            if job["state"] != "succeeded":
-                missing.append({"job_id": job["job_id"], "state": job["state"], "error": job["error"]})
+        manifest = [await client.get_batch_manifest(b) for b in args.batch_ids]
+        rows = [json.loads(line) for part in manifest for line in part.splitlines() if line.strip()]
+        for row in track(rows, description="downloading masks", console=console, disable=json_out):
+            if row["state"] != "succeeded" or not row["mask_sha256"]:
+                missing.append({"job_id": row["job_id"], "state": row["state"], "error_code": row["error_code"]})
                 continue
-            target = out / f"{job['job_id']}.png"
-            data = await client.get_job_mask(job["job_id"])
+            data = await client.get_job_mask(row["job_id"])
+            digest = hashlib.sha256(data).hexdigest()
+            if digest != row["mask_sha256"]:
+                missing.append({"job_id": row["job_id"], "state": row["state"], "error_code": "sha256_mismatch"})
+                continue
+            target = out / f"{row['job_id']}.png"
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
-            digest = hashlib.sha256(data).hexdigest()
-            saved.append({"job_id": job["job_id"], "file": str(target.resolve()), "bytes": len(data), "sha256": digest})
+            saved.append(
+                {
+                    "job_id": row["job_id"],
+                    "file": str(target.resolve()),
+                    "bytes": len(data),
+                    "sha256": digest,
+                    "download_url": row["download_url"],
+                }
+            )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     if json_out:
         _emit({"folder": str(out.resolve()), "saved": saved, "without_mask": missing})
     else:
-        rows = [
+        facts = [
             ("masks saved", str(len(saved))),
             ("jobs without a mask", str(len(missing))),
             ("folder", str(out.resolve())),
+            ("manifest", "manifest.jsonl (signed download links, no API key needed, until they expire)"),
         ]
-        console.print(facts_table("results", rows))
+        console.print(facts_table("results", facts))
     return JOBS_FAILED if missing else OK
 
 

@@ -18,6 +18,7 @@ from urllib.parse import urljoin
 import aiohttp
 from PIL import Image
 
+from service.artifacts import ArtifactMissing, input_key
 from service.context import Services
 from service.spend import MAX_SIDE, WORST_CASE_USD, estimate_of
 from service.urlguard import UrlPolicy, UrlRefused, image_policy
@@ -82,11 +83,29 @@ async def check_image(services: Services, session: aiohttp.ClientSession, url: s
     s = services.settings
     own = f"{s.public_url.rstrip('/')}/inputs/"
     if url.startswith(own) and _INPUT_NAME.match(name := url.removeprefix(own)):
-        path = services.artifacts.resolve(f"inputs/{name}")
-        if path.is_file():
-            with path.open("rb") as f:
-                return inspect_head(f.read(HEAD_BYTES))
+        head = await _stored_head(services, input_key(name))
+        if head is not None:
+            return inspect_head(head)
     return await preflight(session, url, image_policy(s).check, timeout_s=s.preflight_timeout_s)
+
+
+async def _stored_head(services: Services, key: str) -> bytes | None:
+    """The first HEAD_BYTES of a stored object (wherever artifacts are kept), None if it is gone."""
+    try:
+        opened = await services.artifacts.open(key)
+    except ArtifactMissing:
+        return None
+    head = bytearray()
+    try:
+        async for chunk in opened.chunks:
+            head += chunk
+            if len(head) >= HEAD_BYTES:
+                break
+    finally:
+        closing = getattr(opened.chunks, "aclose", None)
+        if closing is not None:
+            await closing()
+    return bytes(head[:HEAD_BYTES])
 
 
 async def preflight(session: aiohttp.ClientSession, url: str, check: HopCheck, *, timeout_s: float) -> Preflight:

@@ -293,6 +293,11 @@ async def test_cli_for_scripts_json_exit_codes_error_lines_and_split_csv(process
     saved = orjson.loads(results.stdout)["saved"]
     assert results.returncode == 0 and len(saved) == 5
     assert all(Path(s["file"]).read_bytes().startswith(b"\x89PNG") for s in saved)
+    # Each saved mask's signed link downloads the same bytes with no API key; the manifest is kept.
+    async with aiohttp.ClientSession() as http, http.get(saved[0]["download_url"]) as r:
+        assert r.status == 200 and await r.read() == Path(saved[0]["file"]).read_bytes()
+    kept = [orjson.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert sorted(k["job_id"] for k in kept) == sorted(s["job_id"] for s in saved)
 
     # Jobs that fail: exit 1 (the image cannot be fetched by the upstream).
     broken = tmp_path / "broken.csv"

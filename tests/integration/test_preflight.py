@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import aiohttp
+import pytest
 from PIL import Image
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from service.preflight import HEAD_BYTES, image_hop_check, preflight
+from service.preflight import HEAD_BYTES, check_image, image_hop_check, preflight
+from tests.fixtures.sandbox import image_bytes
+from tests.fixtures.segflow import TENANT_KEYS
 from tests.fixtures.servers import serve_asgi
+
+AUTH = {"authorization": f"Bearer {TENANT_KEYS['acme']}"}
 
 
 def big_png() -> bytes:
@@ -55,3 +61,22 @@ async def test_a_private_image_url_is_refused_by_the_policy_before_any_request()
     async with aiohttp.ClientSession() as http:
         found = await preflight(http, "http://10.0.0.1/i.png", image_hop_check(False), timeout_s=1.0)
     assert found.refused is not None and "private" in found.refused
+
+
+@pytest.mark.parametrize("backend", ["local", "s3"])
+async def test_an_uploaded_input_is_read_from_the_artifact_backend_not_over_http(
+    backend: str, segflow: Any, request: pytest.FixtureRequest
+) -> None:
+    # public_url names a closed loopback port: a preflight that went over HTTP would learn nothing.
+    storage = request.getfixturevalue("s3").settings if backend == "s3" else {}
+    sf = await segflow("http://127.0.0.1:9", roles=(), public_url="http://127.0.0.1:9", **storage)
+    async with aiohttp.ClientSession() as http:
+        png = image_bytes(40, 30)
+        async with http.post(f"{sf.url}/v1/inputs", data=png, headers={**AUTH, "content-type": "image/png"}) as r:
+            assert r.status == 201
+            url = (await r.json())["url"]
+        found = await check_image(sf.services, http, url)
+        missing = await check_image(sf.services, http, url.replace(url.rsplit("/", 1)[1], f"{'0' * 64}.png"))
+    assert url.startswith("http://127.0.0.1:9/inputs/")
+    assert (found.width, found.height, found.refused) == (40, 30, None)
+    assert (missing.width, missing.height) == (None, None)  # not stored: the HTTP attempt learns nothing
