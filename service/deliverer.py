@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import random
 import time
-from email.utils import parsedate_to_datetime
 
 import aiohttp
 
 from service.context import Services
 from service.jobs import AttemptResult, ClaimedDelivery
 from service.links import with_download_link
+from service.retry_after import retry_after_s
 from service.signing import subscription_owners
 from service.urlguard import GuardedSession, UrlRefused, callback_policy
 from service.wakeup import Topic
@@ -29,19 +29,6 @@ from service.worker_base import Worker
 MAX_RESPONSE_BYTES = 65_536
 SLOW_DOWN_STATUSES = frozenset({429, 502, 503, 504})
 RETRY_AFTER_STATUSES = frozenset({429, 503})
-
-
-def retry_after_s(value: str | None, now: float) -> float | None:
-    """A Retry-After header (delay seconds or an HTTP date) as seconds from now; None if absent or bad."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isascii() and value.isdigit():
-        return float(value)
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - now)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
 
 
 def next_attempt_at(attempts_made: int, schedule: tuple[float, ...], now: float, rng: random.Random) -> float | None:

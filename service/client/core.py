@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import json
 import random
-import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
 from service.client.errors import ApiError, ConnectionFailed, error_for
+from service.retry_after import retry_after_s
 
 # operation id -> (method, path): every route of the OpenAPI document (a test checks both ways).
 OPERATIONS: dict[str, tuple[str, str]] = {
@@ -122,18 +121,6 @@ class RetryPolicy:
                 return None
             return max(told, 0.0)
         return backoff
-
-
-def retry_after_s(value: str | None) -> float | None:
-    if not value:
-        return None
-    value = value.strip()
-    if value.isascii() and value.isdigit():
-        return float(value)
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
 
 
 def result(call: Call, response: httpx.Response) -> Any:

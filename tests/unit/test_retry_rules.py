@@ -11,7 +11,7 @@ import pytest
 
 from service.client import calls
 from service.client.core import RetryPolicy
-from service.deliverer import retry_after_s
+from service.retry_after import retry_after_s
 from service.signing import subscription_owners
 
 
