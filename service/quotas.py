@@ -9,6 +9,7 @@ fixed (UTC day, clock minute), which is simple to explain and to check from a cl
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from service.api.errors import ApiError
 from service.context import Services
@@ -17,6 +18,21 @@ DAY_S = 86_400.0
 MINUTE_S = 60.0
 OPEN_JOBS_RETRY_S = 60
 """Retry-After for the unfinished-jobs quota: it frees up as jobs finish, not at a known time."""
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    name: str  # as the 429's detail names it
+    counter: str  # the store's usage counter
+    window_s: float
+    refusal: str  # the 429's message, with {limit}
+
+
+UPLOAD_BYTES = Quota(
+    "upload_bytes_per_day", "upload_bytes", DAY_S, "this upload would pass the daily quota of {limit} bytes"
+)
+BATCH_REQUESTS = Quota("batches_per_minute", "batch_requests", MINUTE_S, "at most {limit} batch requests a minute")
+REPLAY_REQUESTS = Quota("replays_per_minute", "replay_requests", MINUTE_S, "at most {limit} replay requests a minute")
 
 
 def _refused(quota: str, limit: int, message: str, retry_after_s: float) -> ApiError:
@@ -47,36 +63,31 @@ async def upload_allowance(services: Services, tenant: str, now: float) -> int |
     return limit - used
 
 
+async def _charge(services: Services, tenant: str, quota: Quota, amount: int, limit: int, now: float) -> None:
+    """Count `amount` against `quota` in the window holding `now`; 429 (nothing counted) past `limit`."""
+    if not limit:
+        return
+    start, left_s = _window(now, quota.window_s)
+    if await services.store.add_usage(tenant, quota.counter, start, amount, limit) is None:
+        raise _refused(quota.name, limit, quota.refusal.format(limit=limit), left_s)
+
+
 async def charge_upload(services: Services, tenant: str, nbytes: int, now: float) -> None:
     """Count an upload against today's quota; 429 (nothing counted) if it does not fit."""
     limit = services.settings.quota_upload_bytes_per_day
-    if not limit:
-        return
-    start, left_s = _window(now, DAY_S)
-    if await services.store.add_usage(tenant, "upload_bytes", start, nbytes, limit) is None:
-        raise _refused(
-            "upload_bytes_per_day", limit, f"this upload would pass the daily quota of {limit} bytes", left_s
-        )
+    await _charge(services, tenant, UPLOAD_BYTES, nbytes, limit, now)
 
 
 async def charge_batch_request(services: Services, tenant: str, now: float) -> None:
     """Count a batch request against this minute's quota; 429 past it."""
     limit = services.settings.quota_batches_per_minute
-    if not limit:
-        return
-    start, left_s = _window(now, MINUTE_S)
-    if await services.store.add_usage(tenant, "batch_requests", start, 1, limit) is None:
-        raise _refused("batches_per_minute", limit, f"at most {limit} batch requests a minute", left_s)
+    await _charge(services, tenant, BATCH_REQUESTS, 1, limit, now)
 
 
 async def charge_replay(services: Services, tenant: str, now: float) -> None:
     """Count a callback replay request against this minute's quota ([callbacks] replays_per_minute); 429 past it."""
     limit = services.settings.callback_replays_per_minute
-    if not limit:
-        return
-    start, left_s = _window(now, MINUTE_S)
-    if await services.store.add_usage(tenant, "replay_requests", start, 1, limit) is None:
-        raise _refused("replays_per_minute", limit, f"at most {limit} replay requests a minute", left_s)
+    await _charge(services, tenant, REPLAY_REQUESTS, 1, limit, now)
 
 
 async def check_open_jobs(services: Services, tenant: str, adding: int) -> None:
