@@ -65,7 +65,8 @@ _SQL = {
         "attempt, task_id, created_at, updated_at, finished_at) VALUES "
         "({0}, {1}, {2}, {3}, 'https://i.example/a.png', 'car', '', 0, {4}, 1, {5}, {6}, {7}, {8})"
     ),
-    "tasks": "INSERT INTO tasks VALUES ({0}, {1}, {2}, {3}, {4}, {5}, {6})",
+    "tasks": "INSERT INTO tasks (task_id, job_id, attempt, origin, status, created_at, updated_at) "
+    "VALUES ({0}, {1}, {2}, {3}, {4}, {5}, {6})",
     "events": (
         "INSERT INTO events (job_id, at, event, from_state, to_state, source) VALUES ({0}, {1}, {2}, {3}, {4}, {5})"
     ),
@@ -92,7 +93,9 @@ async def seed_expired(database_url: str, count: int) -> None:
         conn = sqlite3.connect(database_url.removeprefix("sqlite:///"))
         with conn:
             conn.execute(
-                "INSERT INTO batches VALUES (?, 'bench', NULL, NULL, 'h', ?, ?)", (batch, count, now - 100 * DAY)
+                "INSERT INTO batches (id, tenant, callback_url, idempotency_key, request_hash, total, created_at) "
+                "VALUES (?, 'bench', NULL, NULL, 'h', ?, ?)",
+                (batch, count, now - 100 * DAY),
             )
             for start in range(0, count, CHUNK):
                 for table, rows in _rows(min(CHUNK, count - start), start, batch, now).items():
@@ -105,7 +108,11 @@ async def seed_expired(database_url: str, count: int) -> None:
     conn = await asyncpg.connect(database_url)
     try:
         await conn.execute(
-            "INSERT INTO batches VALUES ($1, 'bench', NULL, NULL, 'h', $2, $3)", batch, count, now - 100 * DAY
+            "INSERT INTO batches (id, tenant, callback_url, idempotency_key, request_hash, total, created_at) "
+            "VALUES ($1, 'bench', NULL, NULL, 'h', $2, $3)",
+            batch,
+            count,
+            now - 100 * DAY,
         )
         for start in range(0, count, CHUNK):
             async with conn.transaction():
