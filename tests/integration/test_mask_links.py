@@ -4,8 +4,6 @@ folder or from S3; an altered, foreign or expired link gets one 403 that says no
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
-from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import aiohttp
@@ -13,19 +11,13 @@ import pytest
 from multidict import CIMultiDict
 
 from service.links import LinkSigner
-from tests.fixtures.api import Api, png, running_api, succeeded
-from tests.fixtures.s3 import S3Bucket
-from tests.fixtures.segflow import WEBHOOK_KEY, Starter
+from tests.fixtures.api import Api, png, succeeded
+from tests.fixtures.segflow import WEBHOOK_KEY
 
 
-@pytest.fixture(params=["local", "s3"])
-async def api(request: pytest.FixtureRequest, segflow: Starter) -> AsyncIterator[Api]:
-    overrides: dict[str, Any] = {}
-    if request.param == "s3":
-        bucket: S3Bucket = request.getfixturevalue("s3")
-        overrides = bucket.settings
-    async with running_api(segflow, **overrides) as running:
-        yield running
+@pytest.fixture
+def api(api_on_each_backend: Api) -> Api:
+    return api_on_each_backend
 
 
 async def stored_job(api: Api, mask: bytes) -> tuple[str, str]:

@@ -9,8 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import aiohttp
 import asyncpg
@@ -19,21 +18,14 @@ import pytest
 from service.artifacts import input_key, mask_key, one_chunk
 from service.jobs import JobInput
 from service.pruner import Pruning
-from tests.fixtures.api import Api, failed, png, running_api, succeeded
-from tests.fixtures.s3 import S3Bucket
-from tests.fixtures.segflow import Starter
+from tests.fixtures.api import Api, failed, png, succeeded
 
 DAY = 86_400.0
 
 
-@pytest.fixture(params=["local", "s3"])
-async def api(request: pytest.FixtureRequest, segflow: Starter) -> AsyncIterator[Api]:
-    overrides: dict[str, Any] = {}
-    if request.param == "s3":
-        bucket: S3Bucket = request.getfixturevalue("s3")
-        overrides = bucket.settings
-    async with running_api(segflow, **overrides) as running:
-        yield running
+@pytest.fixture
+def api(api_on_each_backend: Api) -> Api:
+    return api_on_each_backend
 
 
 async def age(api: Api, job_ids: Sequence[str], days: float) -> None:
