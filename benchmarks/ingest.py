@@ -25,6 +25,7 @@ from typing import Any
 
 import orjson
 
+from service.serving import run as run_server
 from service.webhook_secrets import WebhookSecrets
 
 KEY = "bench-webhook-master-key-0123456789"
@@ -145,6 +146,7 @@ async def serve(kind: str, port: int, database_url: str) -> None:
         configure_logging("json", "warning")
         settings = Settings(
             database_url=database_url,
+            log_level="warning",  # as configured above: no access log, as for the bare endpoint
             webhook_keys=(KEY,),
             upstream_url="http://127.0.0.1:9",
             upstream_api_key="bench-upstream-key-0123456789",
@@ -350,7 +352,7 @@ def main(argv: list[str]) -> None:
     g.add_argument("rate", type=float)
     args = parser.parse_args(argv)
     if args.cmd == "serve":
-        asyncio.run(serve(args.kind, args.port, args.database_url))
+        run_server(serve(args.kind, args.port, args.database_url))
         return
     reqs = [(p, s, b.encode()) for p, s, b in orjson.loads(Path(args.file).read_bytes())]
     try:

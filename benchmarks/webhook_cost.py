@@ -28,6 +28,7 @@ import orjson
 
 from benchmarks.ingest import KEY, _wait_port, prepare, requests_for
 from benchmarks.machine import free_port
+from service.serving import run as run_server
 from service.webhook_secrets import WebhookSecrets, webhook_path
 
 OTHER_KEYS = ("bench-second-master-key-0123456789", "bench-third-master-key-01234567", "bench-fourth-key-0123456789ab")
@@ -164,7 +165,7 @@ def main() -> None:
     m.add_argument("--full", action="store_true")
     args = parser.parse_args()
     if args.command == "serve":
-        asyncio.run(serve(args.port, args.database_url, args.keys))
+        run_server(serve(args.port, args.database_url, args.keys))
         return
     from benchmarks.run import HERE, render
 

@@ -254,6 +254,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def run_loop(main: Any) -> int:
+    """Run a server or worker coroutine on uvloop (service.serving.run; imported here, so the
+    client commands do not load uvicorn)."""
+    from service.serving import run
+
+    code: int = run(main)
+    return code
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "sandbox":
         from service.sandbox import cli as sandbox_cli
@@ -262,11 +271,11 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from service.demo import run_demo
 
-        return asyncio.run(run_demo(jobs_per_image=args.jobs_per_image, seed=args.seed, faults=not args.no_faults))
+        return run_loop(run_demo(jobs_per_image=args.jobs_per_image, seed=args.seed, faults=not args.no_faults))
     if args.command == "dev":
         from service.dev import run_dev
 
-        return asyncio.run(run_dev(port=args.port, sandbox_port=args.sandbox_port, data=args.data, faults=args.faults))
+        return run_loop(run_dev(port=args.port, sandbox_port=args.sandbox_port, data=args.data, faults=args.faults))
     if args.command in ("submit", "status", "results", "events", "subscriptions"):
         handler = {
             "submit": cli_client.submit,
@@ -281,9 +290,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "serve":
         from service.workers import ALL_ROLES
 
-        return asyncio.run(_serve(settings, () if args.no_workers else ALL_ROLES))
+        return run_loop(_serve(settings, () if args.no_workers else ALL_ROLES))
     if args.command == "worker":
-        return asyncio.run(_worker(settings, args.role))
+        return run_loop(_worker(settings, args.role))
     if args.command == "migrate":
         return asyncio.run(_migrate(settings))
     if args.command == "prune":
