@@ -26,6 +26,7 @@ from service.artifacts import (
 )
 
 READ_CHUNK = 256 * 1024
+WRITE_BUFFER = 1024 * 1024
 
 
 class LocalArtifactStore:
@@ -41,15 +42,15 @@ class LocalArtifactStore:
         return path
 
     async def write(self, key: str, chunks: AsyncIterable[bytes], *, max_bytes: int, content_type: str) -> Stored:
-        target = self.resolve(key)
+        check_key(key)  # a malformed key is refused before anything is read; the path is resolved off the loop
         hashing = Hashing(chunks, max_bytes)
-        await self._write_file(target, hashing)
+        await self._write_file(key, hashing)
         return Stored(key, hashing.sha256.hexdigest(), hashing.size)
 
     async def stage(self, chunks: AsyncIterable[bytes], *, max_bytes: int) -> Staged:
         temp_key = f"{STAGING}/{secrets.token_hex(16)}"
         hashing = Hashing(chunks, max_bytes)
-        await self._write_file(self.resolve(temp_key), hashing)
+        await self._write_file(temp_key, hashing)
         return Staged(temp_key, hashing.sha256.hexdigest(), hashing.size, hashing.head)
 
     async def commit(self, staged: Staged, key: str, *, content_type: str) -> Stored:
@@ -101,19 +102,55 @@ class LocalArtifactStore:
     async def close(self) -> None:
         return None
 
-    async def _write_file(self, target: Path, chunks: AsyncIterable[bytes]) -> None:
-        await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".part-")
+    async def _write_file(self, key: str, chunks: AsyncIterable[bytes]) -> None:
+        """Write atomically: chunks are gathered up to WRITE_BUFFER bytes per trip to a thread, so a
+        mask (one small chunk) is opened, written, synced and renamed in one trip, not one per step."""
+        part = _Part(self, key)
         try:
-            with os.fdopen(fd, "wb") as fh:
-                async for chunk in chunks:
-                    await asyncio.to_thread(fh.write, chunk)
-                await asyncio.to_thread(_flush, fh)
-            await asyncio.to_thread(_rename_durably, Path(tmp), target)
+            pending: list[bytes] = []
+            size = 0
+            async for chunk in chunks:
+                pending.append(chunk)
+                size += len(chunk)
+                if size >= WRITE_BUFFER:
+                    await asyncio.to_thread(part.write, pending)
+                    pending, size = [], 0
+            await asyncio.to_thread(part.finish, pending)
         except BaseException:
-            with contextlib.suppress(FileNotFoundError):  # a partial write never gets its final name
-                os.unlink(tmp)
+            part.discard()  # a partial write never gets its final name
             raise
+
+
+class _Part:
+    """The temporary file a write goes to, in its target's folder, until it is renamed into place."""
+
+    def __init__(self, store: LocalArtifactStore, key: str) -> None:
+        self._store, self._key = store, key
+        self._fh: BinaryIO | None = None
+        self._tmp: str | None = None
+        self._target: Path | None = None
+
+    def write(self, chunks: list[bytes]) -> None:
+        if self._fh is None:
+            self._target = self._store.resolve(self._key)
+            self._target.parent.mkdir(parents=True, exist_ok=True)
+            fd, self._tmp = tempfile.mkstemp(dir=self._target.parent, prefix=".part-")
+            self._fh = os.fdopen(fd, "wb")
+        self._fh.writelines(chunks)
+
+    def finish(self, chunks: list[bytes]) -> None:
+        self.write(chunks)
+        assert self._fh is not None and self._tmp is not None and self._target is not None
+        with self._fh:
+            _flush(self._fh)
+        _rename_durably(Path(self._tmp), self._target)
+
+    def discard(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+        if self._tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._tmp)
 
 
 def _flush(fh: BinaryIO) -> None:

@@ -84,7 +84,7 @@ async def download_image(session: aiohttp.ClientSession, url: str, policy: Downl
         raise DownloadInvalid(str(exc)) from None
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         raise DownloadTransient(f"{type(exc).__name__}: {exc}") from None
-    width, height = await asyncio.to_thread(_inspect, data)
+    width, height = await inspect(data)
     return Downloaded(data, content_type, hashlib.sha256(data).hexdigest(), width, height)
 
 
@@ -95,6 +95,18 @@ async def _read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:
         if len(buf) > limit:
             raise DownloadInvalid("output larger than the allowed size")
     return bytes(buf)
+
+
+INSPECT_INLINE_BYTES = 256 * 1024
+"""Up to this size an image is checked on the event loop (tens of microseconds: PIL reads the
+header and the chunk checksums, it decodes no pixels); a trip to a thread costs more than that."""
+
+
+async def inspect(data: bytes) -> tuple[int, int]:
+    """Width and height of a PNG or JPEG, after checking it decodes (DownloadInvalid if not)."""
+    if len(data) <= INSPECT_INLINE_BYTES:
+        return _inspect(data)
+    return await asyncio.to_thread(_inspect, data)
 
 
 def _inspect(data: bytes) -> tuple[int, int]:

@@ -7,12 +7,11 @@ gives, with the same size bound and image checks.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hashlib
 
-from service.download import Downloaded, DownloadInvalid, DownloadPolicy, _inspect
+from service.download import Downloaded, DownloadInvalid, DownloadPolicy, inspect
 from service.upstream.wire import INLINE_PREFIX
 
 
@@ -29,7 +28,7 @@ async def inline_image(url: str, policy: DownloadPolicy) -> Downloaded:
         data = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):
         raise DownloadInvalid("inline output is not valid base64") from None
-    width, height = await asyncio.to_thread(_inspect, data)
+    width, height = await inspect(data)
     return Downloaded(data, "image/png", hashlib.sha256(data).hexdigest(), width, height)
 
 
