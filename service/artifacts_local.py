@@ -143,7 +143,7 @@ class _Part:
         assert self._fh is not None and self._tmp is not None and self._target is not None
         with self._fh:
             _flush(self._fh)
-        _rename_durably(Path(self._tmp), self._target)
+        _rename_durably(Path(self._tmp), self._target, make_folder=False)  # it holds the temporary file
 
     def discard(self) -> None:
         if self._fh is not None:
@@ -158,8 +158,9 @@ def _flush(fh: BinaryIO) -> None:
     os.fsync(fh.fileno())
 
 
-def _rename_durably(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
+def _rename_durably(source: Path, target: Path, *, make_folder: bool = True) -> None:
+    if make_folder:
+        target.parent.mkdir(parents=True, exist_ok=True)
     os.replace(source, target)
     dir_fd = os.open(target.parent, os.O_RDONLY)
     try:

@@ -9,6 +9,7 @@ say) leaves the size unknown and the upstream the judge, with the worst-case est
 
 from __future__ import annotations
 
+import asyncio
 import io
 import re
 from collections.abc import Callable
@@ -87,6 +88,29 @@ async def check_image(services: Services, session: aiohttp.ClientSession, url: s
         if head is not None:
             return inspect_head(head)
     return await preflight(session, url, image_policy(s).check, timeout_s=s.preflight_timeout_s)
+
+
+class SharedPreflights:
+    """Preflights of one URL that overlap share one read (a batch often segments one image with
+    many prompts): a job asking while a read of its image is in flight takes that read's answer,
+    which is the image as it is now. Nothing is kept once the read ends."""
+
+    def __init__(self, services: Services, session: Callable[[], aiohttp.ClientSession]) -> None:
+        self._services, self._session = services, session
+        self._inflight: dict[str, asyncio.Future[Preflight]] = {}
+
+    async def check(self, url: str) -> Preflight:
+        pending = self._inflight.get(url)
+        if pending is None:
+            pending = asyncio.ensure_future(check_image(self._services, self._session(), url))
+            self._inflight[url] = pending
+            pending.add_done_callback(lambda done: self._forget(url, done))
+        return await asyncio.shield(pending)  # one waiter cancelled does not cancel the others' read
+
+    def _forget(self, url: str, done: asyncio.Future[Preflight]) -> None:
+        self._inflight.pop(url, None)
+        if not done.cancelled():
+            done.exception()  # retrieved here too: every waiter may have been cancelled meanwhile
 
 
 async def _stored_head(services: Services, key: str) -> bytes | None:

