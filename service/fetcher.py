@@ -46,6 +46,7 @@ class Fetcher(Worker):
             max_redirects=s.download_max_redirects,
         )
         self.backoff = Backoff(2.0, 300.0)
+        self._stored = services.metrics.downloads.labels(result="stored")  # every job's: looked up once
         self.owner = f"{services.instance_id}:fetcher"
         # Output URLs are often signed: their spans record them without the query string.
         self.http = GuardedSession(
@@ -169,7 +170,7 @@ class Fetcher(Worker):
             m = self.services.metrics
             m.download_bytes.inc(sum(len(g.data) for g in got))
             m.add_spend(job.tenant, price_usd(pixels))
-            m.downloads.labels(result="stored").inc()
+            self._stored.inc()
             if job.completed_at:
                 m.completion_to_stored.observe(max(0.0, time.time() - job.completed_at))
             self.log.info("mask_stored", job_id=job.id, sha256=got[0].sha256, pixels=pixels)

@@ -53,6 +53,10 @@ class Submitter(Worker):
         self.http = GuardedSession(s.allow_private_image_urls, limit=64)  # preflight reads
         self.preflights = SharedPreflights(services, self.http.get)
         self.defaults = spend.Caps(None, s.tenant_daily_usd or None, s.tenant_monthly_usd or None)
+        # The series every job counts to, looked up once (a labels() lookup costs a lock and a dict).
+        m = services.metrics
+        self._created_ok = m.upstream_calls.labels(op="create", result="ok")
+        self._preflighted = {r: m.preflights.labels(result=r) for r in ("refused", "ok", "unknown")}
 
     @property
     def interval(self) -> float:
@@ -125,7 +129,7 @@ class Submitter(Worker):
                 )
                 await self._write(job, lambda cur, _t: change if _same_attempt(cur, job) else None)
                 return
-            calls.labels(op="create", result="ok").inc()
+            self._created_ok.inc()
             trace.get_current_span().set_attribute("segflow.task.id", snap.task_id)
             log = log.bind(task_id=snap.task_id)
             outcome = await self._write(job, self._created(job, snap), task_id=snap.task_id)
@@ -140,7 +144,7 @@ class Submitter(Worker):
         estimate = job.est_usd
         if estimate is None and s.preflight:
             found = await self.preflights.check(job.image)
-            metrics.preflights.labels(result="refused" if found.refused else "ok" if found.pixels else "unknown").inc()
+            self._preflighted["refused" if found.refused else "ok" if found.pixels else "unknown"].inc()
             if found.refused:
                 self.log.info("preflight_refused", job_id=job.id, reason=found.refused)
                 refuse = Change(

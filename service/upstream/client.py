@@ -49,6 +49,7 @@ _AFTER_SEND = (aiohttp.ClientError, TimeoutError)
 MAX_PAGE_SIZE = 100
 """The history endpoint's documented largest page; more is an error upstream, so refused here."""
 HISTORY_MODEL = "image_toolkit"
+_JSON_HEADERS = {"content-type": "application/json"}
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,6 @@ class UpstreamClient:
                 connector=aiohttp.TCPConnector(limit=self._pool_size),
                 timeout=timeout,
                 headers={"x-api-key": self._api_key},
-                json_serialize=lambda o: orjson.dumps(o).decode(),
                 trace_configs=self._trace_configs or None,
             )
 
@@ -171,7 +171,9 @@ class UpstreamClient:
         started = time.perf_counter()
         after_send = UpstreamTransient if idempotent else UpstreamAmbiguous
         try:
-            async with self._session.request(method, self.base_url + path, json=payload) as resp:
+            # Encoded once, to bytes (aiohttp's json= would encode to str, then that str to bytes).
+            data, headers = (None, None) if payload is None else (orjson.dumps(payload), _JSON_HEADERS)
+            async with self._session.request(method, self.base_url + path, data=data, headers=headers) as resp:
                 body = await resp.content.read(self._max_body + 1)
                 status = resp.status
                 retry_after = resp.headers.get("retry-after")
