@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 from typing import Any
 
@@ -13,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from service.preflight import HEAD_BYTES, check_image, image_hop_check, preflight
+from service.preflight import HEAD_BYTES, SharedPreflights, check_image, image_hop_check, preflight
 from tests.fixtures.sandbox import image_bytes
 from tests.fixtures.segflow import TENANT_KEYS
 from tests.fixtures.servers import serve_asgi
@@ -80,3 +81,29 @@ async def test_an_uploaded_input_is_read_from_the_artifact_backend_not_over_http
     assert url.startswith("http://127.0.0.1:9/inputs/")
     assert (found.width, found.height, found.refused) == (40, 30, None)
     assert (missing.width, missing.height) == (None, None)  # not stored: the HTTP attempt learns nothing
+
+
+async def test_overlapping_preflights_of_one_image_share_one_read_and_a_later_one_reads_again(segflow: Any) -> None:
+    reads = 0
+    started, release = asyncio.Event(), asyncio.Event()
+    body = image_bytes(40, 30)
+
+    async def image(_request: Request) -> Response:
+        nonlocal reads
+        reads += 1
+        started.set()
+        await release.wait()
+        return Response(body, media_type="image/png")
+
+    app = Starlette(routes=[Route("/image.png", image)])
+    sf = await segflow("http://127.0.0.1:9", roles=())
+    async with serve_asgi(app) as url, aiohttp.ClientSession() as http:
+        shared = SharedPreflights(sf.services, lambda: http)
+        first = [asyncio.create_task(shared.check(f"{url}/image.png")) for _ in range(5)]
+        await started.wait()
+        first[0].cancel()  # one job giving up does not cancel the read the others wait for
+        release.set()
+        found = await asyncio.gather(*first[1:])
+        later = await shared.check(f"{url}/image.png")
+    assert reads == 2
+    assert [(f.width, f.height) for f in [*found, later]] == [(40, 30)] * 5
