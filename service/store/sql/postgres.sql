@@ -99,7 +99,7 @@ SELECT batch_id, state, count(*) AS jobs, coalesce(sum(price_usd), 0) AS spend,
   FROM jobs WHERE batch_id = ANY($1::text[]) GROUP BY batch_id, state;
 
 -- name: count_in_flight
--- The states of states.IN_FLIGHT, spelled as index jobs_in_flight's WHERE is.
+-- The states of states.IN_FLIGHT, counted in index jobs_live.
 SELECT count(*) AS n FROM jobs WHERE state IN ('submitting', 'unknown', 'submitted');
 
 -- name: count_fetching
@@ -168,26 +168,33 @@ SELECT * FROM jobs WHERE state IN ('submitted', 'unknown') AND next_check_at <= 
    FOR UPDATE SKIP LOCKED;
 
 -- name: stale_leases
+-- Through jobs_live: submitting jobs are few (they count against the in-flight cap).
 SELECT * FROM jobs WHERE state = 'submitting' AND lease_until < $1 ORDER BY lease_until LIMIT $2;
 
 -- name: aged_jobs
-SELECT * FROM jobs WHERE state NOT IN ('succeeded', 'failed', 'cancelled', 'expired') AND created_at < $1
- ORDER BY created_at LIMIT $2;
+-- The oldest $2 of each live state through jobs_live, then the oldest $2 of those (the state's
+-- clause names the index's WHERE: a state from the VALUES list does not imply it).
+SELECT j.* FROM (VALUES ('queued'), ('submitting'), ('unknown'), ('submitted'), ('fetching')) AS live (state)
+ CROSS JOIN LATERAL (
+       SELECT * FROM jobs a WHERE a.state NOT IN ('succeeded', 'failed', 'cancelled', 'expired') AND a.state = live.state AND a.created_at < $1
+        ORDER BY a.created_at LIMIT $2) j
+ ORDER BY j.created_at LIMIT $2;
 
 -- name: job_counts
 SELECT state, count(*) AS n FROM jobs GROUP BY state;
 
 -- name: gauge_jobs
--- The /metrics gauges, at every scrape: live jobs through jobs_live_age, so the cost follows live
+-- The /metrics gauges, at every scrape: live jobs counted in jobs_live, so the cost follows live
 -- work, never the number of jobs stored.
 SELECT state, count(*) AS n FROM jobs WHERE state NOT IN ('succeeded', 'failed', 'cancelled', 'expired') GROUP BY state;
 
 -- name: gauge_others
 -- Deliveries waiting and dead through their partial indexes (deliveries_due, deliveries_dead,
--- migration 0008) and the oldest live job through jobs_live_age.
+-- migration 0008) and the oldest live job, one seek of jobs_live per live state.
 SELECT (SELECT count(*) FROM deliveries WHERE state = 'pending') AS deliveries_pending,
        (SELECT count(*) FROM deliveries WHERE state = 'dead') AS deliveries_dead,
-       (SELECT min(created_at) FROM jobs WHERE state NOT IN ('succeeded', 'failed', 'cancelled', 'expired'))
+       (SELECT min((SELECT min(j.created_at) FROM jobs j WHERE j.state NOT IN ('succeeded', 'failed', 'cancelled', 'expired') AND j.state = live.state))
+          FROM (VALUES ('queued'), ('submitting'), ('unknown'), ('submitted'), ('fetching')) AS live (state))
          AS oldest_live_created_at;
 
 -- name: flow_counts
@@ -210,8 +217,11 @@ WHERE tenant_usage.amount + excluded.amount <= $5
 RETURNING amount;
 
 -- name: open_jobs
-SELECT count(*) AS n FROM jobs
-WHERE tenant = $1 AND state IN ('queued', 'submitting', 'unknown', 'submitted', 'fetching');
+-- Queued and fetching through the tenant's part of jobs_tenant_queued and jobs_tenant_fetching,
+-- in flight among the (capped) in-flight entries of jobs_live.
+SELECT (SELECT count(*) FROM jobs WHERE state = 'queued' AND tenant = $1)
+     + (SELECT count(*) FROM jobs WHERE state IN ('submitting', 'unknown', 'submitted') AND tenant = $1)
+     + (SELECT count(*) FROM jobs WHERE state = 'fetching' AND tenant = $1) AS n;
 
 -- name: insert_key
 INSERT INTO api_keys (key_hash, tenant, label, created_at) VALUES ($1, $2, $3, $4)
