@@ -272,7 +272,7 @@ class Store:
 
     async def _save(self, tx: Conn, gp: rows.GroupPlan) -> None:
         """Write a planned group: jobs, tasks, events, artifacts, and the outbox of its end states."""
-        await tx.executemany("update_job", gp.updates.values())
+        await tx.executemany("update_job", gp.updates)
         await tx.executemany("upsert_task", gp.tasks)
         await tx.executemany("insert_event", gp.events)
         await tx.executemany("insert_artifact", gp.artifacts)
