@@ -142,7 +142,7 @@ class GroupPlan:
     changed: dict[str, JobRow] = field(default_factory=dict)
     updates: list[tuple[Any, ...]] = field(default_factory=list)  # `update_job` parameters
     entered: set[State] = field(default_factory=set)  # the states some job of the group moved into
-    tasks: list[tuple[Any, ...]] = field(default_factory=list)
+    tasks: dict[str, tuple[Any, ...]] = field(default_factory=dict)  # task id: `upsert_task` parameters
     events: list[tuple[Any, ...]] = field(default_factory=list)
     artifacts: list[tuple[Any, ...]] = field(default_factory=list)
     outbox: list[OutboxEvent] = field(default_factory=list)
@@ -195,7 +195,10 @@ def plan_group(
         for k, usd in deltas(current, after, now):
             gp.spend[k] = gp.spend.get(k, 0.0) + usd
         if (t := change.task) is not None:
-            gp.tasks.append((t.task_id, job_id, t.attempt, t.origin, t.status, now, now, t.run_s, t.heard_after_s))
+            row = (t.task_id, job_id, t.attempt, t.origin, t.status, now, now, t.run_s, t.heard_after_s)
+            if (was := gp.tasks.get(t.task_id)) is not None:  # written once, as both upserts in turn would
+                row = (*was[:4], *row[4:7], *(r if w is None else w for w, r in zip(was[7:], row[7:], strict=True)))
+            gp.tasks[t.task_id] = row
             known[t.task_id] = TaskRow(t.task_id, job_id, t.attempt, t.origin, t.status, now, now)
         if change.artifacts:
             gp.artifacts.extend(params(a) for a in change.artifacts)

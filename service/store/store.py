@@ -273,7 +273,7 @@ class Store:
     async def _save(self, tx: Conn, gp: rows.GroupPlan) -> None:
         """Write a planned group: jobs, tasks, events, artifacts, and the outbox of its end states."""
         await tx.executemany("update_job", gp.updates)
-        await tx.executemany("upsert_task", gp.tasks)
+        await tx.executemany("upsert_task", gp.tasks.values())
         await tx.executemany("insert_event", gp.events)
         await tx.executemany("insert_artifact", gp.artifacts)
         # Spend totals move with the job rows that move them (reservations, releases, prices).
