@@ -93,9 +93,13 @@ INSERT INTO batches (id, tenant, callback_url, idempotency_key, request_hash, to
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9);
 
 -- name: insert_job
+-- Over unnest() like update_job: a batch's jobs in one statement.
 INSERT INTO jobs (id, batch_id, tenant, seq, image, prompt, negative_prompt, segment_factor, metadata, state,
                   created_at, updated_at, trace_context)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued', $10, $10, $11);
+SELECT id, batch_id, tenant, seq, image, prompt, negative_prompt, segment_factor, metadata, 'queued', at, at, trace
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::text[], $7::text[], $8::int[],
+              $9::text[], $10::float8[], $11::text[])
+       AS u (id, batch_id, tenant, seq, image, prompt, negative_prompt, segment_factor, metadata, at, trace);
 
 -- name: batch_jobs
 SELECT * FROM jobs WHERE batch_id = $1 AND seq > $2 ORDER BY seq LIMIT $3;
