@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 
 from service.serving import run as run_server
-from service.webhook_secrets import WebhookSecrets
+from service.webhook_secrets import WebhookSecrets, webhook_path
 
 KEY = "bench-webhook-master-key-0123456789"
 EXAMPLE = Path(__file__).resolve().parents[1] / "tests" / "data" / "upstream" / "webhook-completed.json"
@@ -99,7 +99,7 @@ def requests_for(pairs: list[tuple[str, str]]) -> list[tuple[str, str, bytes]]:
         body["data"]["task_id"] = task_id
         body["data"]["config"]["webhook_config"]["secret"] = secret
         body["data"]["logs"] = ["x" * 200] * 2  # ~1.5 KB like the baseline in LIMITS.md
-        out.append((f"/webhooks/qubico/{job_id}", secret, orjson.dumps(body)))
+        out.append((webhook_path(job_id, 1), secret, orjson.dumps(body)))
     return out
 
 
@@ -118,13 +118,13 @@ def bare_app() -> Any:
     async def hook(request: Request) -> Response:
         body = await request.body()
         presented = request.headers.get("x-webhook-secret", "")
-        expected = secrets.derive(request.path_params["job_id"], 1)
+        expected = secrets.derive(request.path_params["job_id"], int(request.path_params["attempt"]))
         if not hmac.compare_digest(presented.encode(), expected.encode()):
             return Response(status_code=401)
         orjson.loads(body)
         return Response(b'{"status":"applied"}', media_type="application/json")
 
-    return Starlette(routes=[Route("/webhooks/qubico/{job_id}", hook, methods=["POST"])])
+    return Starlette(routes=[Route("/webhooks/qubico/{job_id}/{attempt}", hook, methods=["POST"])])
 
 
 async def serve(kind: str, port: int, database_url: str) -> None:

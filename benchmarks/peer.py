@@ -80,9 +80,9 @@ def peer_app(database_url: str, key: str) -> FastAPI:
     secrets = WebhookSecrets([key.encode()])
     app = FastAPI()
 
-    @app.post("/webhooks/qubico/{job_id}")
-    async def hook(job_id: str, body: Webhook, x_webhook_secret: str = Header("")) -> Response:
-        if not hmac.compare_digest(x_webhook_secret.encode(), secrets.derive(job_id, 1).encode()):
+    @app.post("/webhooks/qubico/{job_id}/{attempt}")
+    async def hook(job_id: str, attempt: int, body: Webhook, x_webhook_secret: str = Header("")) -> Response:
+        if not hmac.compare_digest(x_webhook_secret.encode(), secrets.derive(job_id, attempt).encode()):
             return Response(status_code=401)
         async with sessions.begin() as session:  # one transaction, committed before the answer
             job = (await session.execute(select(Job).where(Job.id == job_id).with_for_update())).scalar_one_or_none()

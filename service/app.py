@@ -13,7 +13,7 @@ from service.api import api_routes, exception_handlers
 from service.api.routes import metrics_route
 from service.console import console_routes
 from service.context import Services
-from service.webhooks import receive_webhook
+from service.webhooks import WebhookEndpoint
 from service.workers import Roles
 
 
@@ -29,9 +29,10 @@ def create_app(services: Services, *, roles: Sequence[str] = ()) -> Starlette:
         finally:
             await running.stop()
 
+    webhook = WebhookEndpoint()
     routes = [
-        Route("/webhooks/qubico/{job_id}/{attempt}", receive_webhook, methods=["POST"]),
-        Route("/webhooks/qubico/{job_id}", receive_webhook, methods=["POST"]),  # before attempts were in it
+        Route("/webhooks/qubico/{job_id}/{attempt}", webhook, methods=["POST"]),
+        Route("/webhooks/qubico/{job_id}", webhook, methods=["POST"]),  # before attempts were in it
         # With SEGFLOW_METRICS_PORT, /metrics is on its own listener (metrics_app), not here.
         *api_routes(metrics=not services.settings.metrics_port),
         *console_routes(),

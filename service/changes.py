@@ -12,5 +12,5 @@ async def apply(
 ) -> Outcome:
     outcome = await services.store.transition(job_id, decide, task_id=task_id)
     if outcome.state_changed and outcome.after is not None:
-        services.metrics.transitions.labels(event=outcome.after.state.value, source=source).inc()
+        services.metrics.transitioned(outcome.after.state.value, source)
     return outcome

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
+from starlette.types import Receive
 
 
 class BodyTooLarge(Exception):
@@ -47,4 +48,30 @@ async def stream_limited(request: Request, limit: int) -> AsyncIterator[bytes]:
 
 async def read_limited(request: Request, limit: int) -> bytes:
     """The whole body, or BodyTooLarge as soon as it passes `limit` bytes (BodyTooSlow, see above)."""
-    return b"".join([chunk async for chunk in stream_limited(request, limit)])
+    return await receive_limited(request.receive, request.headers.get("content-length"), limit, _body_timeout(request))
+
+
+async def receive_limited(receive: Receive, declared: str | None, limit: int, timeout_s: float) -> bytes:
+    """The whole body from an ASGI `receive`, given its declared content-length: BodyTooLarge as
+    soon as it passes `limit` bytes, BodyTooSlow after `timeout_s`, ClientDisconnect if the client
+    goes. One timer for the whole body: a body that came with its headers costs no more."""
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(timeout_s):
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    raise ClientDisconnect
+                chunk: bytes = message.get("body", b"")
+                if chunk:
+                    size += len(chunk)
+                    if size > limit:
+                        raise BodyTooLarge
+                    chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    except TimeoutError:
+        raise BodyTooSlow from None

@@ -137,6 +137,7 @@ class Metrics:
             buckets=_HTTP_BUCKETS,
         )
         self._http_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._children: dict[tuple[Any, ...], Any] = {}
         # Read from the store at scrape time -------------------------------------------------
         self.jobs = Gauge("segflow_jobs", "Jobs in each live state (store-wide)", ["state"], registry=r)
         self.in_flight = Gauge(
@@ -172,6 +173,22 @@ class Metrics:
             self._http_children[key] = children
         children[0].inc()
         children[1].observe(seconds)
+
+    def webhook_answered(self, outcome: str, seconds: float) -> None:
+        """One webhook answered (every webhook comes here: its child is looked up once)."""
+        self._child(self.webhooks, outcome).inc()
+        self.webhook_seconds.observe(seconds)
+
+    def transitioned(self, event: str, source: str) -> None:
+        """One job state change (as above, on the hot path)."""
+        self._child(self.transitions, event, source).inc()
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (metric, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def add_spend(self, tenant: str, usd: float) -> None:
         self.spend.labels(self.tenant_label(tenant)).inc(usd)
