@@ -54,9 +54,11 @@ class PostgresConn:
         return int(status.rsplit(" ", 1)[-1]) if status[-1:].isdigit() else 0
 
     async def executemany(self, name: str, args: Iterable[Sequence[Any]]) -> None:
-        params = list(args)
-        if params:
-            await self._conn.executemany(SQL[name], params)
+        params, sql = list(args), SQL[name]
+        if params and "unnest(" in sql:  # one array per column: one statement for all the rows
+            await self._conn.execute(sql, *map(list, zip(*params, strict=True)))
+        elif params:
+            await self._conn.executemany(sql, params)  # a Bind/Execute per row
 
     @asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:

@@ -29,12 +29,12 @@ from service.jobs import (
     TaskRow,
 )
 from service.spend import Key, deltas
-from service.states import State, transition
+from service.states import TERMINAL, TRANSITIONS, Event, State
 from service.store.driver import Row
 
 R = TypeVar("R")
 _STATES = {s.value: s for s in State}
-_MUTABLE = frozenset(MUTABLE_COLUMNS)
+_VALUES = {s: s.value for s in [*State, *Event]}  # an enum's .value is a Python-level property
 
 
 def _loads(text: str | None) -> Any:
@@ -47,23 +47,29 @@ def record(cls: type[R], row: Row) -> R:
 
 
 _JOB = operator.itemgetter(*JOB_COLUMNS)  # by name, in C
-_STORED = operator.itemgetter(*MUTABLE_COLUMNS)
+_TASK = operator.itemgetter(*TaskRow.__dataclass_fields__)
+_AT = {c: i for i, c in enumerate(JOB_COLUMNS)}
+_META, _STATE, _URLS, _UPDATED = _AT["metadata"], _AT["state"], _AT["output_urls"], _AT["updated_at"]
+_MUTABLE = {c: _AT[c] for c in MUTABLE_COLUMNS}  # where each column a Change may set sits in a job's values
+_STORED = operator.itemgetter(*_MUTABLE.values())  # those values in `update_job`'s order
+_URL_PARAM = MUTABLE_COLUMNS.index("output_urls")
 
 
-def _fields(row: Row) -> dict[str, Any]:
-    values = dict(zip(JOB_COLUMNS, _JOB(row), strict=True))
-    values["metadata"] = _loads(values["metadata"])
-    values["state"] = _STATES[values["state"]]
-    values["output_urls"] = tuple(_loads(values["output_urls"]) or ())
-    return values
+def _values(row: Row) -> list[Any]:
+    """A job row's fields, decoded, in JobRow's order (positional construction is the cheap one)."""
+    v = list(_JOB(row))
+    v[_META] = _loads(v[_META])
+    v[_STATE] = _STATES[v[_STATE]]
+    v[_URLS] = tuple(_loads(v[_URLS]) or ())
+    return v
 
 
 def job(row: Row) -> JobRow:
-    return JobRow(**_fields(row))
+    return JobRow(*_values(row))
 
 
 def task(row: Row) -> TaskRow:
-    return record(TaskRow, row)
+    return TaskRow(*_TASK(row))
 
 
 def event(row: Row) -> EventRow:
@@ -126,10 +132,6 @@ def outbox(e: OutboxEvent) -> tuple[Any, ...]:
     return (e.id, e.tenant, e.type, e.batch_id, e.job_id, e.payload, e.created_at, e.trace_context)
 
 
-_SLOT = {c: i for i, c in enumerate(MUTABLE_COLUMNS)}
-_URLS = _SLOT["output_urls"]
-
-
 @dataclass
 class GroupPlan:
     """A group of transitions decided in order against the rows as the group changes them: each
@@ -138,9 +140,9 @@ class GroupPlan:
     now: float
     results: list[tuple[bool, Any]] = field(default_factory=list)
     changed: dict[str, JobRow] = field(default_factory=dict)
-    updates: dict[str, list[Any]] = field(default_factory=dict)  # job id: `update_job` parameters
+    updates: list[tuple[Any, ...]] = field(default_factory=list)  # `update_job` parameters
     entered: set[State] = field(default_factory=set)  # the states some job of the group moved into
-    tasks: list[tuple[Any, ...]] = field(default_factory=list)
+    tasks: dict[str, tuple[Any, ...]] = field(default_factory=dict)  # task id: `upsert_task` parameters
     events: list[tuple[Any, ...]] = field(default_factory=list)
     artifacts: list[tuple[Any, ...]] = field(default_factory=list)
     outbox: list[OutboxEvent] = field(default_factory=list)
@@ -156,12 +158,13 @@ def plan_group(
     """Run each (job_id, decide, task_id) in order against the `found` job rows, each decision
     seeing what the earlier ones changed (jobs and tasks alike)."""
     gp = GroupPlan(now)
-    values: dict[str, dict[str, Any]] = {}
+    values: dict[str, list[Any]] = {}  # each job's fields as the group changes them
+    stored: dict[str, Any] = {}  # each job's state as the group read it: what its write is guarded by
     jobs: dict[str, JobRow] = {}
-    for r in found:  # each job kept as its fields, its record, and its row as stored
-        v = values[r["id"]] = _fields(r)
-        jobs[v["id"]] = JobRow(**v)
-        gp.updates[v["id"]] = ["", now, *_STORED(r), v["id"], r["state"]]
+    for r in found:
+        v = values[r["id"]] = _values(r)
+        jobs[v[0]] = JobRow(*v)
+        stored[v[0]] = r["state"]
     known = dict(tasks)
     for job_id, decide, task_id in group:
         current = jobs.get(job_id)
@@ -172,42 +175,45 @@ def plan_group(
             continue
         to_state = None
         if current is not None and change is not None:
-            to_state = current.state if change.event is None else transition(current.state, change.event)
+            to_state = current.state if change.event is None else TRANSITIONS.get((current.state, change.event))
         if current is None or change is None or to_state is None:
             gp.results.append((True, Outcome(current, current, False)))
             continue
         cols = change.set
-        if not cols.keys() <= _MUTABLE:
-            raise ValueError(f"not a mutable job column: {sorted(cols.keys() - _MUTABLE)}")
+        if not cols.keys() <= _MUTABLE.keys():
+            raise ValueError(f"not a mutable job column: {sorted(cols.keys() - _MUTABLE.keys())}")
         moved = to_state is not current.state
-        if moved and to_state.is_terminal and "finished_at" not in cols:
+        if moved and to_state in TERMINAL and "finished_at" not in cols:
             cols = {**cols, "finished_at": now}
         v = values[job_id]
-        v.update(cols, state=to_state, updated_at=now)
-        update = gp.updates[job_id]
         for c, value in cols.items():
-            update[2 + _SLOT[c]] = value
+            v[_MUTABLE[c]] = value
         if "output_urls" in cols:
-            v["output_urls"] = tuple(cols["output_urls"])
-            update[2 + _URLS] = orjson.dumps(list(cols["output_urls"])).decode()
-        update[0] = to_state.value
-        after = jobs[job_id] = gp.changed[job_id] = JobRow(**v)
+            v[_URLS] = tuple(cols["output_urls"])
+        v[_STATE], v[_UPDATED] = to_state, now
+        after = jobs[job_id] = gp.changed[job_id] = JobRow(*v)
         for k, usd in deltas(current, after, now):
             gp.spend[k] = gp.spend.get(k, 0.0) + usd
         if (t := change.task) is not None:
-            gp.tasks.append((t.task_id, job_id, t.attempt, t.origin, t.status, now, now, t.run_s, t.heard_after_s))
+            row = (t.task_id, job_id, t.attempt, t.origin, t.status, now, now, t.run_s, t.heard_after_s)
+            if (was := gp.tasks.get(t.task_id)) is not None:  # written once, as both upserts in turn would
+                row = (*was[:4], *row[4:7], *(r if w is None else w for w, r in zip(was[7:], row[7:], strict=True)))
+            gp.tasks[t.task_id] = row
             known[t.task_id] = TaskRow(t.task_id, job_id, t.attempt, t.origin, t.status, now, now)
         if change.artifacts:
             gp.artifacts.extend(params(a) for a in change.artifacts)
         if moved or change.note:
-            name = change.event.value if change.event is not None else str(change.note)
+            name = _VALUES[change.event] if change.event is not None else str(change.note)
             detail = orjson.dumps(change.detail).decode() if change.detail else None
-            gp.events.append((job_id, now, name, current.state.value, to_state.value, change.source, detail))
+            gp.events.append((job_id, now, name, _VALUES[current.state], _VALUES[to_state], change.source, detail))
         if moved:
             gp.entered.add(to_state)
-            if to_state.is_terminal and (e := job_event(after, change.artifacts, now)) is not None:
+            if to_state in TERMINAL and (e := job_event(after, change.artifacts, now)) is not None:
                 gp.outbox.append(e)
         gp.results.append((True, Outcome(current, after, True)))
-    for unchanged in gp.updates.keys() - gp.changed.keys():
-        del gp.updates[unchanged]
+    for job_id, v in values.items():  # each changed job written once, whole, in the order read
+        if job_id in gp.changed:
+            update = [_VALUES[v[_STATE]], now, *_STORED(v), job_id, stored[job_id]]
+            update[2 + _URL_PARAM] = orjson.dumps(list(v[_URLS])).decode()
+            gp.updates.append(tuple(update))
     return gp

@@ -272,8 +272,8 @@ class Store:
 
     async def _save(self, tx: Conn, gp: rows.GroupPlan) -> None:
         """Write a planned group: jobs, tasks, events, artifacts, and the outbox of its end states."""
-        await tx.executemany("update_job", gp.updates.values())
-        await tx.executemany("upsert_task", gp.tasks)
+        await tx.executemany("update_job", gp.updates)
+        await tx.executemany("upsert_task", gp.tasks.values())
         await tx.executemany("insert_event", gp.events)
         await tx.executemany("insert_artifact", gp.artifacts)
         # Spend totals move with the job rows that move them (reservations, releases, prices).
@@ -363,17 +363,8 @@ class Store:
         async def create(c: Conn) -> tuple[BatchRow, list[JobRow], bool]:
             if idempotency_key is not None and (hit := await existing(c)) is not None:
                 return hit
-            batch = BatchRow(
-                str(uuid.uuid4()),
-                tenant,
-                callback_url,
-                idempotency_key,
-                request_hash,
-                len(items),
-                now,
-                max_spend_usd,
-                on_budget,
-            )
+            fields = (callback_url, idempotency_key, request_hash, len(items), now, max_spend_usd, on_budget)
+            batch = BatchRow(str(uuid.uuid4()), tenant, *fields)
             await c.execute("insert_batch", *rows.params(batch))
             jobs = [rows.new_job(str(uuid.uuid4()), batch, seq, item, now) for seq, item in enumerate(items)]
             await c.executemany("insert_job", jobs)

@@ -117,6 +117,24 @@ async def test_decide_sees_the_job_and_its_task_inside_the_transaction(store: St
     assert (await store.transition("no-such-job", spy)).before is None
 
 
+async def test_one_task_twice_in_a_group_is_written_as_the_two_writes_in_turn(store: Store) -> None:
+    """A webhook and a poll of one task committed together: the task ends in the later status and
+    keeps the first timing learned of each kind."""
+    [job] = await batch_of(store, 1)
+    await store.claim_queued("w", now=1e12, limit=1, max_in_flight=10, lease_s=60)
+    first = TaskUpsert("T1", 1, "created", "running", run_s=None, heard_after_s=2.0)
+    then = TaskUpsert("T1", 1, "created", "completed", run_s=5.0, heard_after_s=9.0)
+    created = Change(Event.CREATED, "test", set={"task_id": "T1"}, task=first)
+    outcomes = await asyncio.gather(
+        store.transition(job.id, lambda j, t: created, task_id="T1"),
+        store.transition(job.id, lambda j, t: Change(None, "test", task=then), task_id="T1"),
+    )
+    assert all(o.applied for o in outcomes)
+    [task] = await store.job_tasks(job.id)
+    assert (task.status, task.origin) == ("completed", "created")
+    assert await store.recent_timings(limit=10) == ([5.0], [2.0])
+
+
 async def test_an_event_that_does_not_apply_changes_nothing(store: Store) -> None:
     [job] = await batch_of(store, 1)
     outcome = await store.transition(job.id, lambda j, t: event(Event.STORED))

@@ -32,24 +32,38 @@ SELECT * FROM jobs WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE;
 SELECT * FROM tasks WHERE task_id = ANY($1::text[]);
 
 -- name: update_job
--- Every changed job is written whole, guarded by the state the group read.
-UPDATE jobs SET state = $1, updated_at = $2, attempt = $3, task_id = $4, lease_owner = $5,
-       lease_until = $6, not_before = $7, next_check_at = $8, submit_tries = $9, poll_count = $10,
-       submitted_at = $11, unknown_since = $12, completed_at = $13, output_urls = $14,
-       error_code = $15, error_message = $16, pixels = $17, price_usd = $18, finished_at = $19,
-       sent_at = $20, est_usd = $21, reserved_usd = $22, reserved_at = $23
- WHERE id = $24 AND state = $25;
+-- Every changed job is written whole, guarded by the state the group read. Over unnest(): the
+-- driver sends the group's rows as one array per column, one statement for the whole group.
+UPDATE jobs j SET state = u.state, updated_at = u.updated_at, attempt = u.attempt, task_id = u.task_id,
+       lease_owner = u.lease_owner, lease_until = u.lease_until, not_before = u.not_before,
+       next_check_at = u.next_check_at, submit_tries = u.submit_tries, poll_count = u.poll_count,
+       submitted_at = u.submitted_at, unknown_since = u.unknown_since, completed_at = u.completed_at,
+       output_urls = u.output_urls, error_code = u.error_code, error_message = u.error_message, pixels = u.pixels,
+       price_usd = u.price_usd, finished_at = u.finished_at, sent_at = u.sent_at, est_usd = u.est_usd,
+       reserved_usd = u.reserved_usd, reserved_at = u.reserved_at
+  FROM unnest($1::text[], $2::float8[], $3::int[], $4::text[], $5::text[], $6::float8[], $7::float8[],
+              $8::float8[], $9::int[], $10::int[], $11::float8[], $12::float8[], $13::float8[], $14::text[],
+              $15::text[], $16::text[], $17::bigint[], $18::float8[], $19::float8[], $20::float8[], $21::float8[],
+              $22::float8[], $23::float8[], $24::text[], $25::text[])
+       AS u (state, updated_at, attempt, task_id, lease_owner, lease_until, not_before, next_check_at,
+             submit_tries, poll_count, submitted_at, unknown_since, completed_at, output_urls, error_code,
+             error_message, pixels, price_usd, finished_at, sent_at, est_usd, reserved_usd, reserved_at, id, was)
+ WHERE j.id = u.id AND j.state = u.was;
 
 -- name: upsert_task
 -- The first timing learned of a task stays (a duplicate webhook or a later poll does not move it).
+-- Over unnest() like update_job (a group names each task once: rows.plan_group).
 INSERT INTO tasks (task_id, job_id, attempt, origin, status, created_at, updated_at, run_s, heard_after_s)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::text[], $6::float8[], $7::float8[],
+                     $8::float8[], $9::float8[])
 ON CONFLICT (task_id) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at,
        run_s = coalesce(tasks.run_s, excluded.run_s),
        heard_after_s = coalesce(tasks.heard_after_s, excluded.heard_after_s);
 
 -- name: insert_event
-INSERT INTO events (job_id, at, event, from_state, to_state, source, detail) VALUES ($1, $2, $3, $4, $5, $6, $7);
+-- Over unnest() like update_job, in the rows' order (event ids follow it).
+INSERT INTO events (job_id, at, event, from_state, to_state, source, detail)
+SELECT * FROM unnest($1::text[], $2::float8[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[]);
 
 -- name: insert_artifact
 INSERT INTO artifacts (job_id, idx, sha256, bytes, width, height, path, source_url, content_type, created_at)
@@ -79,9 +93,13 @@ INSERT INTO batches (id, tenant, callback_url, idempotency_key, request_hash, to
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9);
 
 -- name: insert_job
+-- Over unnest() like update_job: a batch's jobs in one statement.
 INSERT INTO jobs (id, batch_id, tenant, seq, image, prompt, negative_prompt, segment_factor, metadata, state,
                   created_at, updated_at, trace_context)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued', $10, $10, $11);
+SELECT id, batch_id, tenant, seq, image, prompt, negative_prompt, segment_factor, metadata, 'queued', at, at, trace
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::text[], $7::text[], $8::int[],
+              $9::text[], $10::float8[], $11::text[])
+       AS u (id, batch_id, tenant, seq, image, prompt, negative_prompt, segment_factor, metadata, at, trace);
 
 -- name: batch_jobs
 SELECT * FROM jobs WHERE batch_id = $1 AND seq > $2 ORDER BY seq LIMIT $3;
@@ -99,7 +117,7 @@ SELECT batch_id, state, count(*) AS jobs, coalesce(sum(price_usd), 0) AS spend,
   FROM jobs WHERE batch_id = ANY($1::text[]) GROUP BY batch_id, state;
 
 -- name: count_in_flight
--- The states of states.IN_FLIGHT, spelled as index jobs_in_flight's WHERE is.
+-- The states of states.IN_FLIGHT, counted in index jobs_live.
 SELECT count(*) AS n FROM jobs WHERE state IN ('submitting', 'unknown', 'submitted');
 
 -- name: count_fetching
@@ -168,26 +186,33 @@ SELECT * FROM jobs WHERE state IN ('submitted', 'unknown') AND next_check_at <= 
    FOR UPDATE SKIP LOCKED;
 
 -- name: stale_leases
+-- Through jobs_live: submitting jobs are few (they count against the in-flight cap).
 SELECT * FROM jobs WHERE state = 'submitting' AND lease_until < $1 ORDER BY lease_until LIMIT $2;
 
 -- name: aged_jobs
-SELECT * FROM jobs WHERE state NOT IN ('succeeded', 'failed', 'cancelled', 'expired') AND created_at < $1
- ORDER BY created_at LIMIT $2;
+-- The oldest $2 of each live state through jobs_live, then the oldest $2 of those (the state's
+-- clause names the index's WHERE: a state from the VALUES list does not imply it).
+SELECT j.* FROM (VALUES ('queued'), ('submitting'), ('unknown'), ('submitted'), ('fetching')) AS live (state)
+ CROSS JOIN LATERAL (
+       SELECT * FROM jobs a WHERE a.state NOT IN ('succeeded', 'failed', 'cancelled', 'expired') AND a.state = live.state AND a.created_at < $1
+        ORDER BY a.created_at LIMIT $2) j
+ ORDER BY j.created_at LIMIT $2;
 
 -- name: job_counts
 SELECT state, count(*) AS n FROM jobs GROUP BY state;
 
 -- name: gauge_jobs
--- The /metrics gauges, at every scrape: live jobs through jobs_live_age, so the cost follows live
+-- The /metrics gauges, at every scrape: live jobs counted in jobs_live, so the cost follows live
 -- work, never the number of jobs stored.
 SELECT state, count(*) AS n FROM jobs WHERE state NOT IN ('succeeded', 'failed', 'cancelled', 'expired') GROUP BY state;
 
 -- name: gauge_others
 -- Deliveries waiting and dead through their partial indexes (deliveries_due, deliveries_dead,
--- migration 0008) and the oldest live job through jobs_live_age.
+-- migration 0008) and the oldest live job, one seek of jobs_live per live state.
 SELECT (SELECT count(*) FROM deliveries WHERE state = 'pending') AS deliveries_pending,
        (SELECT count(*) FROM deliveries WHERE state = 'dead') AS deliveries_dead,
-       (SELECT min(created_at) FROM jobs WHERE state NOT IN ('succeeded', 'failed', 'cancelled', 'expired'))
+       (SELECT min((SELECT min(j.created_at) FROM jobs j WHERE j.state NOT IN ('succeeded', 'failed', 'cancelled', 'expired') AND j.state = live.state))
+          FROM (VALUES ('queued'), ('submitting'), ('unknown'), ('submitted'), ('fetching')) AS live (state))
          AS oldest_live_created_at;
 
 -- name: flow_counts
@@ -210,8 +235,11 @@ WHERE tenant_usage.amount + excluded.amount <= $5
 RETURNING amount;
 
 -- name: open_jobs
-SELECT count(*) AS n FROM jobs
-WHERE tenant = $1 AND state IN ('queued', 'submitting', 'unknown', 'submitted', 'fetching');
+-- Queued and fetching through the tenant's part of jobs_tenant_queued and jobs_tenant_fetching,
+-- in flight among the (capped) in-flight entries of jobs_live.
+SELECT (SELECT count(*) FROM jobs WHERE state = 'queued' AND tenant = $1)
+     + (SELECT count(*) FROM jobs WHERE state IN ('submitting', 'unknown', 'submitted') AND tenant = $1)
+     + (SELECT count(*) FROM jobs WHERE state = 'fetching' AND tenant = $1) AS n;
 
 -- name: insert_key
 INSERT INTO api_keys (key_hash, tenant, label, created_at) VALUES ($1, $2, $3, $4)

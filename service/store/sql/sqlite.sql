@@ -96,8 +96,9 @@ SELECT batch_id, state, count(*) AS jobs, coalesce(sum(price_usd), 0) AS spend,
   FROM jobs WHERE batch_id IN (SELECT value FROM json_each(?1)) GROUP BY batch_id, state;
 
 -- name: count_in_flight
--- The states of states.IN_FLIGHT, spelled as index jobs_in_flight's WHERE is.
-SELECT count(*) AS n FROM jobs WHERE state IN ('submitting', 'unknown', 'submitted');
+-- The states of states.IN_FLIGHT, counted in index jobs_live (SQLite reads a partial index only
+-- for a query that repeats its WHERE, hence the live states' clause before each state's).
+SELECT count(*) AS n FROM jobs WHERE state NOT IN ('succeeded', 'failed', 'cancelled', 'expired') AND state IN ('submitting', 'unknown', 'submitted');
 
 -- name: count_fetching
 SELECT count(*) AS n FROM jobs WHERE state = 'fetching';
@@ -117,7 +118,8 @@ WITH RECURSIVE tenants (tenant) AS (
     SELECT (SELECT j.tenant FROM jobs j WHERE j.state = 'queued' AND j.tenant > t.tenant ORDER BY j.tenant LIMIT 1)
       FROM tenants t WHERE t.tenant IS NOT NULL
 ), flight AS (
-    SELECT tenant, count(*) AS n FROM jobs WHERE state IN ('submitting', 'unknown', 'submitted') GROUP BY tenant
+    SELECT tenant, count(*) AS n FROM jobs
+     WHERE state NOT IN ('succeeded', 'failed', 'cancelled', 'expired') AND state IN ('submitting', 'unknown', 'submitted') GROUP BY tenant
 ), offered AS (
     SELECT q.id, q.created_at,
            coalesce(f.n, 0) + row_number() OVER (PARTITION BY q.tenant ORDER BY q.not_before, q.created_at, q.seq) AS turn
@@ -157,27 +159,34 @@ SELECT j.* FROM offered o JOIN jobs j ON j.id = o.id
 SELECT * FROM jobs WHERE state IN ('submitted', 'unknown') AND next_check_at <= ?1 ORDER BY next_check_at LIMIT ?2;
 
 -- name: stale_leases
-SELECT * FROM jobs WHERE state = 'submitting' AND lease_until < ?1 ORDER BY lease_until LIMIT ?2;
+-- Through jobs_live: submitting jobs are few (they count against the in-flight cap).
+SELECT * FROM jobs WHERE state NOT IN ('succeeded', 'failed', 'cancelled', 'expired') AND state = 'submitting' AND lease_until < ?1
+ ORDER BY lease_until LIMIT ?2;
 
 -- name: aged_jobs
-SELECT * FROM jobs WHERE state NOT IN ('succeeded', 'failed', 'cancelled', 'expired') AND created_at < ?1
- ORDER BY created_at LIMIT ?2;
+-- The oldest ?2 of each live state through jobs_live, then the oldest ?2 of those.
+WITH live (state) AS (VALUES ('queued'), ('submitting'), ('unknown'), ('submitted'), ('fetching'))
+SELECT j.* FROM live JOIN jobs j ON j.id IN (
+    SELECT a.id FROM jobs a WHERE a.state NOT IN ('succeeded', 'failed', 'cancelled', 'expired') AND a.state = live.state AND a.created_at < ?1
+     ORDER BY a.created_at LIMIT ?2)
+ ORDER BY j.created_at LIMIT ?2;
 
 -- name: job_counts
 SELECT state, count(*) AS n FROM jobs GROUP BY state;
 
 -- name: gauge_jobs
--- The /metrics gauges, at every scrape: live jobs through jobs_live_age, so the cost follows live
+-- The /metrics gauges, at every scrape: live jobs counted in jobs_live, so the cost follows live
 -- work, never the number of jobs stored.
 SELECT state, count(*) AS n FROM jobs WHERE state NOT IN ('succeeded', 'failed', 'cancelled', 'expired') GROUP BY state;
 
 -- name: gauge_others
 -- Deliveries waiting and dead through their partial indexes (deliveries_due, deliveries_dead,
--- migration 0008) and the oldest live job through jobs_live_age.
+-- migration 0008) and the oldest live job, one seek of jobs_live per live state.
+WITH live (state) AS (VALUES ('queued'), ('submitting'), ('unknown'), ('submitted'), ('fetching'))
 SELECT (SELECT count(*) FROM deliveries WHERE state = 'pending') AS deliveries_pending,
        (SELECT count(*) FROM deliveries WHERE state = 'dead') AS deliveries_dead,
-       (SELECT min(created_at) FROM jobs WHERE state NOT IN ('succeeded', 'failed', 'cancelled', 'expired'))
-         AS oldest_live_created_at;
+       (SELECT min((SELECT min(j.created_at) FROM jobs j WHERE j.state NOT IN ('succeeded', 'failed', 'cancelled', 'expired') AND j.state = live.state))
+          FROM live) AS oldest_live_created_at;
 
 -- name: flow_counts
 SELECT (SELECT count(*) FROM events WHERE event = 'completed' AND source = 'webhook') AS completed_by_webhook,
@@ -199,8 +208,12 @@ WHERE tenant_usage.amount + excluded.amount <= ?5
 RETURNING amount;
 
 -- name: open_jobs
-SELECT count(*) AS n FROM jobs
-WHERE tenant = ?1 AND state IN ('queued', 'submitting', 'unknown', 'submitted', 'fetching');
+-- Queued and fetching through the tenant's part of jobs_tenant_queued and jobs_tenant_fetching,
+-- in flight among the (capped) in-flight entries of jobs_live.
+SELECT (SELECT count(*) FROM jobs WHERE state = 'queued' AND tenant = ?1)
+     + (SELECT count(*) FROM jobs
+         WHERE state NOT IN ('succeeded', 'failed', 'cancelled', 'expired') AND state IN ('submitting', 'unknown', 'submitted') AND tenant = ?1)
+     + (SELECT count(*) FROM jobs WHERE state = 'fetching' AND tenant = ?1) AS n;
 
 -- name: insert_key
 INSERT OR REPLACE INTO api_keys (key_hash, tenant, label, created_at) VALUES (?1, ?2, ?3, ?4);
