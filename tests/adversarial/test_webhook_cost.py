@@ -1,6 +1,6 @@
 """A wrong webhook secret costs no more than a right one (issue 13, finding 2).
 
-Counted, not timed: every HMAC segflow computes over a job id is counted (hmac.digest is wrapped
+Counted, not timed: every HMAC segflow computes over a job id is counted (hmac.new is wrapped
 for the test), while real webhooks go to segflow on a real port with four master keys. A job id
 that is not one segflow makes is refused before any HMAC; a secret for any attempt, right or
 wrong, costs one HMAC per master key; the path is bounded. The CPU figures are in `make bench`
@@ -44,13 +44,14 @@ async def api(segflow: Starter) -> AsyncIterator[Api]:
 def hmacs(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], int]:
     """How many HMACs have been computed over a message naming `job_id`."""
     messages: list[bytes] = []
-    real = hmac.digest
+    real = hmac.new
 
-    def counting(key: bytes, msg: bytes, digest: Any) -> bytes:
-        messages.append(bytes(msg))
-        return real(key, msg, digest)
+    def counting(key: bytes, msg: bytes | None = None, digestmod: Any = "") -> hmac.HMAC:
+        if msg is not None:
+            messages.append(bytes(msg))
+        return real(key, msg, digestmod)
 
-    monkeypatch.setattr(hmac, "digest", counting)
+    monkeypatch.setattr(hmac, "new", counting)
     return lambda job_id: sum(job_id.encode()[:36] in m for m in messages)
 
 
