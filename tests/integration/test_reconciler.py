@@ -15,6 +15,7 @@ from service.sandbox.settings import FaultSettings
 from service.states import State
 from service.upstream.errors import UpstreamTransient
 from service.upstream.wire import CreateRequest
+from tests.fixtures.sandbox import wait_until
 from tests.fixtures.segflow import RunningSegflow
 from tests.integration.test_flow import sandbox_tasks, submit, wait_done
 
@@ -40,6 +41,11 @@ async def test_without_the_history_a_job_is_sent_again_only_after_the_adoption_w
     batch_id, job_ids = await submit(sf, sb, 3)
     await wait_states(sf, job_ids, State.UNKNOWN)
     assert len(await sandbox_tasks(sb)) == 3  # nothing sent twice while the window is open
+
+    async def first_tasks_ended() -> bool:  # their webhooks all dropped: none can adopt a job later
+        return all(t["status"] in ("completed", "failed") for t in await sandbox_tasks(sb))
+
+    await wait_until(first_tasks_ended, what="the lost creates' tasks to end")
     sb.engine.set_faults(create_lost=0.0, webhook_drop=0.0)
     summary = await wait_done(sf, batch_id, 30)
     assert summary["counts"]["succeeded"] == 3
