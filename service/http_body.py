@@ -54,7 +54,7 @@ async def read_limited(request: Request, limit: int) -> bytes:
 async def receive_limited(receive: Receive, declared: str | None, limit: int, timeout_s: float) -> bytes:
     """The whole body from an ASGI `receive`, given its declared content-length: BodyTooLarge as
     soon as it passes `limit` bytes, BodyTooSlow after `timeout_s`, ClientDisconnect if the client
-    goes. One timer for the whole body: a body that came with its headers costs no more."""
+    goes. One timer for the whole body, not one per chunk (the webhook's body is one chunk)."""
     if declared is not None and (not declared.isdigit() or int(declared) > limit):
         raise BodyTooLarge
     chunks: list[bytes] = []
