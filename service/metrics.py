@@ -136,7 +136,6 @@ class Metrics:
             registry=r,
             buckets=_HTTP_BUCKETS,
         )
-        self._http_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._children: dict[tuple[Any, ...], Any] = {}
         # Read from the store at scrape time -------------------------------------------------
         self.jobs = Gauge("segflow_jobs", "Jobs in each live state (store-wide)", ["state"], registry=r)
@@ -162,17 +161,10 @@ class Metrics:
         self.store_up = Gauge("segflow_store_up", "1 when the last scrape could read the store", registry=r)
 
     def observe_http(self, method: str, route: str, status: int, seconds: float) -> None:
-        """One answered request (children cached: this runs on every request, webhooks included)."""
-        key = (method if method in _METHODS else "other", route, status)
-        children = self._http_children.get(key)
-        if children is None:
-            children = (
-                self.http_requests.labels(key[0], route, str(status)),
-                self.http_seconds.labels(key[0], route),
-            )
-            self._http_children[key] = children
-        children[0].inc()
-        children[1].observe(seconds)
+        """One answered request (this runs on every request, webhooks included)."""
+        known = method if method in _METHODS else "other"
+        self._child(self.http_requests, known, route, str(status)).inc()
+        self._child(self.http_seconds, known, route).observe(seconds)
 
     def webhook_answered(self, outcome: str, seconds: float) -> None:
         """One webhook answered (every webhook comes here: its child is looked up once)."""
@@ -184,6 +176,7 @@ class Metrics:
         self._child(self.transitions, event, source).inc()
 
     def _child(self, metric: Any, *labels: str) -> Any:
+        """The metric's child for `labels`, looked up once (the hot paths count through here)."""
         key = (metric, *labels)
         child = self._children.get(key)
         if child is None:

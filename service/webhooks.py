@@ -31,15 +31,6 @@ from service.webhook_secrets import parse_attempt, well_formed_job_id
 
 log = structlog.get_logger("segflow.webhooks")
 
-_ANSWERS: dict[str, bytes] = {}
-
-
-def _answer_body(code: str) -> bytes:
-    body = _ANSWERS.get(code)
-    if body is None:
-        body = _ANSWERS[code] = b'{"status":"%s"}' % code.encode()
-    return body
-
 
 def _record_span(services: Services, outcome: Outcome, task_id: str, status: str, started_ns: int) -> None:
     """The webhook's span in its job's trace (the job, and so its trace, is known only now)."""
@@ -64,7 +55,7 @@ class WebhookEndpoint:
         services: Services = scope["app"].state.services
         started = time.perf_counter()
         status, code = await _receive(services, scope, receive)
-        body = _answer_body(code)
+        body = b'{"status":"%s"}' % code.encode()
         await send(
             {
                 "type": "http.response.start",
