@@ -102,10 +102,6 @@ class Submitter(Worker):
         async with self.slots:
             if not await self._reserve(job):
                 return
-            await self.bucket.acquire()
-            if not await self._sending(job):
-                log.info("claim_lapsed_before_send")
-                return
             request = CreateRequest(
                 image=job.image,
                 prompt=job.prompt,
@@ -138,8 +134,10 @@ class Submitter(Worker):
                 await cancel_upstream(self.services, snap.task_id)
 
     async def _reserve(self, job: JobRow) -> bool:
-        """Preflight the image (unless its estimate is known) and reserve the estimate against the
-        spend caps; False when the job must not be created now (refused, failed or held back)."""
+        """Preflight the image (unless its estimate is known), take a create token, then in one
+        write reserve the estimate against the spend caps and mark the create as about to go out
+        (see `Store.reserve`); False when the job must not be created now (refused, failed, held
+        back, or its claim lapsed). True: send the create at once."""
         s, metrics = self.services.settings, self.services.metrics
         estimate = job.est_usd
         if estimate is None and s.preflight:
@@ -156,16 +154,23 @@ class Submitter(Worker):
                 await self._write(job, lambda cur, _t: refuse if _same_attempt(cur, job) else None)
                 return False
             estimate = found.estimate_usd
+        # The token before the write that marks the job sent, so the create follows the mark at
+        # once. A token spent on a job a cap then refuses is lost: creates only go slower, the
+        # rate limit is never exceeded.
+        await self.bucket.acquire()
+        now = time.time()
         reservation = await self.services.store.reserve(
             job,
             spend.WORST_CASE_USD if estimate is None else estimate,
-            now=time.time(),
+            now=now,
             defaults=self.defaults,
+            send_lease_until=now + s.upstream_timeout_s + _ANSWER_MARGIN_S,
             hold_s=s.budget_recheck_s,
         )
         if reservation.held:
             return True
         if reservation.reason in ("job gone", "lease lost"):
+            self.log.info("claim_lapsed_before_send", job_id=job.id, reason=reservation.reason)
             return False
         reason = str(reservation.reason)
         fail = reservation.on_budget == "fail"
@@ -188,22 +193,6 @@ class Submitter(Worker):
         )
         await self._write(job, lambda cur, _t: hold if _same_attempt(cur, job) else None)
         return False
-
-    async def _sending(self, claimed: JobRow) -> bool:
-        """Record durably (in the group commit) that the create is about to go out, extending the
-        lease past the client's timeout. Only a job so marked can have a task it does not know of:
-        a lapsed claim without the mark goes back to `queued` at once, never to `unknown`. False
-        if the claim is no longer this submitter's (its lease lapsed and the job moved on)."""
-        now = time.time()
-        lease = now + self.services.settings.upstream_timeout_s + _ANSWER_MARGIN_S
-
-        def decide(job: JobRow | None, _task: TaskRow | None) -> Change | None:
-            if not _same_attempt(job, claimed) or job is None or job.lease_owner != self.owner or job.sent_at:
-                return None
-            return Change(None, "submitter", set={"sent_at": now, "lease_until": lease})
-
-        outcome = await apply(self.services, claimed.id, decide, source="submitter")
-        return outcome.applied and outcome.after is not None and outcome.after.sent_at == now
 
     def _created(self, claimed: JobRow, snap: TaskSnapshot) -> DecideFn:
         poll_after = policy_of(self.services).next_poll_s(snap.status)

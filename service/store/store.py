@@ -461,45 +461,67 @@ class Store:
         return await self._write(claim)
 
     async def reserve(
-        self, claimed: JobRow, estimate: float, *, now: float, defaults: spend.Caps, hold_s: float = 30.0
+        self,
+        claimed: JobRow,
+        estimate: float,
+        *,
+        now: float,
+        defaults: spend.Caps,
+        send_lease_until: float,
+        hold_s: float = 30.0,
     ) -> Reservation:
-        """Hold `estimate` against the caps of the claimed job's batch and tenant, or say which cap
-        it would pass. Runs under the claimers' lock (`lock_claims`: PostgreSQL's advisory lock,
-        SQLite's one writer), so no two reservations, on any replica, read the same totals.
+        """Hold `estimate` against the caps of the claimed job's batch and tenant and, in the same
+        write, mark the job's create as about to go out (`sent_at` = `now`, the lease extended to
+        `send_lease_until`); or say which cap it would pass, leaving the job unmarked. Only a job
+        so marked can have a task it does not know of (a lapsed claim without the mark goes back to
+        `queued`), so the caller sends the create at once after a held reservation, and never
+        without one. Held only while the job is still the claim (same attempt and lease owner, in
+        `submitting`, not yet marked): else "lease lost".
 
-        A refusal for a batch that waits also holds that cap's other queued jobs back for `hold_s`
-        (the batch's, or the tenant's in waiting batches), so they are not claimed one by one only
-        to be refused again."""
+        Runs under the claimers' lock (`lock_claims`: PostgreSQL's advisory lock, SQLite's one
+        writer), so no two reservations, on any replica, read the same totals. A refusal for a
+        batch that waits also holds that cap's other queued jobs back for `hold_s` (the batch's, or
+        the tenant's in waiting batches), so they are not claimed one by one only to be refused again."""
+        held = Change(
+            None,
+            "submitter",
+            {
+                "est_usd": estimate,
+                "reserved_usd": estimate,
+                "reserved_at": now,
+                "sent_at": now,
+                "lease_until": send_lease_until,
+            },
+        )
+
+        def decide(job: JobRow | None, _t: TaskRow | None) -> Change | None:
+            if job is None or job.state is not State.SUBMITTING or job.attempt != claimed.attempt:
+                return None
+            return held if job.lease_owner == claimed.lease_owner and not job.sent_at else None
 
         async def op(c: Conn) -> Reservation:
             await c.execute("lock_claims")
-            found = await c.fetch("lock_jobs", [claimed.id])
-            batch_row = await c.fetchrow("select_batch", claimed.batch_id)
-            if not found or batch_row is None:
+            _, day, month = spend.keys(claimed.tenant, claimed.batch_id, now)
+            found = await c.fetch("reserve_job", claimed.id, day[1], month[1])
+            if not found:
                 return Reservation(False, "job gone", "wait")
-            batch = rows.record(BatchRow, batch_row)
-            own = await c.fetchrow("select_tenant_budget", claimed.tenant)
+            r = found[0]
             caps = spend.Caps(
-                batch.max_spend_usd,
-                spend.tightest(defaults.daily_usd, own["daily_usd"] if own else None),
-                spend.tightest(defaults.monthly_usd, own["monthly_usd"] if own else None),
+                r["batch_max_usd"],
+                spend.tightest(defaults.daily_usd, r["tenant_daily_usd"]),
+                spend.tightest(defaults.monthly_usd, r["tenant_monthly_usd"]),
             )
-            keys = spend.keys(claimed.tenant, claimed.batch_id, now)
-            totals = {r["scope"]: float(r["usd"]) for r in await c.fetch("select_spend", *(k for _, k in keys))}
+            spent = {scope: r[f"spent_{scope}"] for scope in ("batch", "day", "month")}
+            totals = {scope: float(usd) for scope, usd in spent.items() if usd is not None}
             refused = spend.refusal(caps, totals, estimate)
             if refused is not None:
                 scope, why = refused
-                if batch.on_budget == "wait":
+                on_budget = str(r["batch_on_budget"])
+                if on_budget == "wait":
                     hold = "hold_batch" if scope == "batch" else "hold_tenant"
                     key = claimed.batch_id if scope == "batch" else claimed.tenant
                     await c.execute(hold, now + hold_s, why[:500], key)
-                return Reservation(False, why, batch.on_budget)
-            held = Change(None, "submitter", {"est_usd": estimate, "reserved_usd": estimate, "reserved_at": now})
-
-            def decide(job: JobRow | None, _t: TaskRow | None) -> Change | None:
-                ours = job is not None and job.state is State.SUBMITTING and job.attempt == claimed.attempt
-                return held if ours and job is not None and job.lease_owner == claimed.lease_owner else None
-
+                return Reservation(False, why, on_budget)
             gp = rows.plan_group([(claimed.id, decide, None)], found, {}, now)
             await self._save(c, gp)
             return Reservation(claimed.id in gp.changed, None if claimed.id in gp.changed else "lease lost", "wait")

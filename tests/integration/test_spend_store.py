@@ -4,6 +4,7 @@ across tenants, reservations that two replicas cannot both pass a cap with, and 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -12,7 +13,7 @@ import pytest
 from service import spend
 from service.jobs import Change, JobInput, JobRow
 from service.states import Event, State
-from service.store import Store, open_store_for
+from service.store import Reservation, Store, open_store_for
 from service.store.driver import queries
 
 NO_CAPS = spend.Caps(None, None, None)
@@ -63,7 +64,10 @@ async def test_two_replicas_reserving_at_once_never_pass_a_batch_cap(database_ur
         claimed = await claim(replicas[0], 10)
         assert len(claimed) == 10
         answers = await asyncio.gather(
-            *(replicas[i % 2].reserve(j, 0.01, now=1000.0, defaults=NO_CAPS) for i, j in enumerate(claimed))
+            *(
+                replicas[i % 2].reserve(j, 0.01, now=1000.0, defaults=NO_CAPS, send_lease_until=1040.0)
+                for i, j in enumerate(claimed)
+            )
         )
         assert sum(a.held for a in answers) == 5
         assert all("max_spend_usd of $0.05" in str(a.reason) for a in answers if not a.held)
@@ -78,7 +82,7 @@ async def test_a_price_settles_the_reservation_and_a_create_that_did_not_happen_
     jobs = await batch(store, "acme", 2, now=100.0, cap=1.0)
     a, b = await claim(store, 2)
     for j in (a, b):
-        assert (await store.reserve(j, 0.1, now=1000.0, defaults=NO_CAPS)).held
+        assert (await store.reserve(j, 0.1, now=1000.0, defaults=NO_CAPS, send_lease_until=1040.0)).held
     await store.transition(b.id, lambda j, _t: Change(Event.RETRY_LATER, "test"))  # a 429: nothing was paid
     for e, extra in ((Event.CREATED, {"task_id": "t1"}), (Event.COMPLETED, {}), (Event.STORED, {"price_usd": 0.02})):
         await store.transition(a.id, lambda j, _t, e=e, extra=extra: Change(e, "test", set=extra))
@@ -110,8 +114,57 @@ async def test_a_refusal_holds_the_rest_of_a_waiting_batch_back_until_its_rechec
     jobs = await batch(store, "acme", 6, now=100.0, cap=0.02)
     other = await batch(store, "acme", 2, now=200.0)  # no cap of its own: not held
     first = await claim(store, 3)
-    answers = [await store.reserve(j, 0.01, now=1000.0, defaults=NO_CAPS, hold_s=30.0) for j in first]
+    answers = [
+        await store.reserve(j, 0.01, now=1000.0, defaults=NO_CAPS, send_lease_until=1040.0, hold_s=30.0) for j in first
+    ]
     assert [a.held for a in answers] == [True, True, False]
     held = [await store.get_job(j.id) for j in jobs[3:]]
     assert all(j is not None and j.not_before == 1030.0 and j.error_code == "budget_wait" for j in held)
     assert {j.id for j in await claim(store, 10)} == {j.id for j in other}  # nothing of the held batch
+
+
+async def test_a_held_reservation_marks_the_create_sent_in_the_same_write_and_a_refused_one_does_not(
+    store: Store,
+) -> None:
+    await store.set_tenant_budget("acme", 0.015, None)
+    _, jobs, _ = await store.create_batch(
+        "acme",
+        [JobInput(f"https://img.example/acme/{i}.png", "car") for i in range(2)],
+        callback_url=None,
+        idempotency_key=None,
+        request_hash="h",
+        now=100.0,
+        on_budget="fail",
+    )
+    a, b = await claim(store, 2)
+    assert a.sent_at is None and b.sent_at is None and a.lease_until == b.lease_until == 1060.0
+    held = await store.reserve(a, 0.01, now=1000.0, defaults=NO_CAPS, send_lease_until=1035.0)
+    refused = await store.reserve(b, 0.01, now=1001.0, defaults=NO_CAPS, send_lease_until=1036.0)
+    assert held == Reservation(True, None, "wait")
+    assert not refused.held and "daily cap of $0.015" in str(refused.reason) and refused.on_budget == "fail"
+    sent, unsent = await store.get_job(a.id), await store.get_job(b.id)
+    assert sent is not None and sent.state is State.SUBMITTING and sent.lease_owner == "me"
+    assert (sent.sent_at, sent.lease_until) == (1000.0, 1035.0)
+    assert (sent.est_usd, sent.reserved_usd, sent.reserved_at) == (0.01, 0.01, 1000.0)
+    assert unsent is not None and unsent.state is State.SUBMITTING
+    assert (unsent.sent_at, unsent.lease_until, unsent.reserved_usd, unsent.reserved_at) == (None, 1060.0, None, None)
+    totals = await store.spend_totals("acme", jobs[0].batch_id, at=1000.0)
+    assert totals["batch"] == pytest.approx(0.01) and totals["day"] == pytest.approx(0.01)
+
+
+async def test_only_the_claim_not_yet_marked_sent_can_reserve(store: Store) -> None:
+    jobs = await batch(store, "acme", 1, now=100.0)
+    (a,) = await claim(store, 1)
+    lost = Reservation(False, "lease lost", "wait")
+    stranger = dataclasses.replace(a, lease_owner="another submitter")
+    assert await store.reserve(stranger, 0.01, now=1000.0, defaults=NO_CAPS, send_lease_until=1035.0) == lost
+    assert (await store.reserve(a, 0.01, now=1001.0, defaults=NO_CAPS, send_lease_until=1036.0)).held
+    # Marked once: the same claim cannot reserve (nor be sent) a second time.
+    assert await store.reserve(a, 0.01, now=1002.0, defaults=NO_CAPS, send_lease_until=1037.0) == lost
+    job = await store.get_job(a.id)
+    assert job is not None and (job.sent_at, job.lease_until, job.reserved_at) == (1001.0, 1036.0, 1001.0)
+    assert (await store.spend_totals("acme", jobs[0].batch_id, at=1001.0))["batch"] == pytest.approx(0.01)
+    gone = dataclasses.replace(a, id="no-such-job")
+    assert await store.reserve(gone, 0.01, now=1003.0, defaults=NO_CAPS, send_lease_until=1038.0) == Reservation(
+        False, "job gone", "wait"
+    )

@@ -30,6 +30,7 @@ HOT_QUERIES = [
     "gauge_others",
     "hold_batch",
     "hold_tenant",
+    "reserve_job",  # every create
 ]
 
 

@@ -506,6 +506,19 @@ ON CONFLICT (scope, key) DO UPDATE SET usd = spend.usd + excluded.usd;
 SELECT scope, usd FROM spend
  WHERE (scope = 'batch' AND key = ?1) OR (scope = 'day' AND key = ?2) OR (scope = 'month' AND key = ?3);
 
+-- name: reserve_job
+-- What a reservation is decided on, in one read: the claimed job (?1), its batch's cap and
+-- on_budget, its tenant's own caps, and the spend totals of its batch, of the tenant's day (?2)
+-- and month (?3) keys (NULL: nothing spent there yet). No row: the job, or its batch, is gone.
+SELECT j.*, b.max_spend_usd AS batch_max_usd, b.on_budget AS batch_on_budget,
+       t.daily_usd AS tenant_daily_usd, t.monthly_usd AS tenant_monthly_usd,
+       (SELECT usd FROM spend WHERE scope = 'batch' AND key = j.batch_id) AS spent_batch,
+       (SELECT usd FROM spend WHERE scope = 'day' AND key = ?2) AS spent_day,
+       (SELECT usd FROM spend WHERE scope = 'month' AND key = ?3) AS spent_month
+  FROM jobs j JOIN batches b ON b.id = j.batch_id
+  LEFT JOIN tenant_budgets t ON t.tenant = j.tenant
+ WHERE j.id = ?1;
+
 -- name: hold_batch
 -- A batch at its cap: its queued jobs wait (?1 until), with the reason shown as their error.
 UPDATE jobs SET not_before = ?1, error_code = 'budget_wait', error_message = ?2
