@@ -47,7 +47,7 @@ def record(cls: type[R], row: Row) -> R:
 
 
 _JOB = operator.itemgetter(*JOB_COLUMNS)  # by name, in C
-_TASK = operator.itemgetter(*TaskRow.__dataclass_fields__)
+_TASK = operator.itemgetter(*TaskRow.__struct_fields__)
 _AT = {c: i for i, c in enumerate(JOB_COLUMNS)}
 _META, _STATE, _URLS, _UPDATED = _AT["metadata"], _AT["state"], _AT["output_urls"], _AT["updated_at"]
 _MUTABLE = {c: _AT[c] for c in MUTABLE_COLUMNS}  # where each column a Change may set sits in a job's values

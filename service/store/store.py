@@ -640,16 +640,12 @@ class Store:
     async def update_subscription(self, sub_id: str, changes: SubscriptionChanges) -> SubscriptionRow | None:
         """Apply a PATCH (a new URL also moves the subscription's pending deliveries)."""
 
+        types = None if changes.event_types is None else orjson.dumps(list(changes.event_types)).decode()
+
         async def op(c: Conn) -> SubscriptionRow | None:
             if changes.url is not None:
-                await c.execute("update_subscription_url", changes.url, sub_id)
                 await c.execute("move_pending_deliveries", changes.url, sub_id)
-            if changes.event_types is not None:
-                types = orjson.dumps(list(changes.event_types)).decode()
-                await c.execute("update_subscription_types", types, sub_id)
-            if changes.paused is not None:
-                await c.execute("update_subscription_paused", changes.paused, sub_id)
-            row = await c.fetchrow("select_subscription", sub_id)
+            row = await c.fetchrow("update_subscription", changes.url, types, changes.paused, sub_id)
             return rows.subscription(row) if row is not None else None
 
         return await self._write(op)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
-
+import msgspec
 import pytest
 
 from service.completion import SnapshotPolicy, SnapshotRefused, decide_snapshot
@@ -160,7 +159,7 @@ def test_decision_is_the_same_whatever_the_snapshot_order() -> None:
             if change is not None and change.event is not None:
                 nxt = transition(j.state, change.event)
                 assert nxt is not None
-                j = dataclasses.replace(j, state=nxt)
+                j = msgspec.structs.replace(j, state=nxt)
         finals.add(j.state)
     assert finals == {State.FETCHING}
 
@@ -188,7 +187,7 @@ def test_a_task_cancelled_by_someone_else_fails_its_job_without_a_resend(state: 
 
 
 def test_a_task_cancelled_at_segflows_request_ends_the_job_cancelled() -> None:
-    asked = dataclasses.replace(job(State.SUBMITTED), error_code="cancel_requested")
+    asked = msgspec.structs.replace(job(State.SUBMITTED), error_code="cancel_requested")
     change = decide(snap(TaskStatus.CANCELLED), asked, task())
     assert change.event is Event.CANCEL and change.set["error_code"] is None
 
@@ -207,13 +206,13 @@ def test_staged_is_in_flight_and_polled_on_the_slower_schedule() -> None:
 
 
 def test_a_task_leaving_staged_is_polled_on_the_running_schedule_again() -> None:
-    staged = dataclasses.replace(job(State.SUBMITTED), next_check_at=NOW + POLICY.staged_poll_after_s)
+    staged = msgspec.structs.replace(job(State.SUBMITTED), next_check_at=NOW + POLICY.staged_poll_after_s)
     change = decide(snap(TaskStatus.PROCESSING), staged, task())
     assert change.event is None and change.set == {"next_check_at": NOW + POLICY.poll_after_s}
     assert decide(snap(TaskStatus.STAGED), staged, task()) is None  # still staged: nothing new
 
 
 def test_a_poll_of_a_running_task_leaves_its_rescheduling_to_the_reconciler() -> None:
-    held = dataclasses.replace(job(State.SUBMITTED), next_check_at=NOW + 3 * POLICY.poll_after_s)
+    held = msgspec.structs.replace(job(State.SUBMITTED), next_check_at=NOW + 3 * POLICY.poll_after_s)
     poll = decide_snapshot(snap(TaskStatus.PROCESSING), attempt=None, source="poll", policy=POLICY, now=NOW)
     assert poll(held, task()) is None  # the reconciler's own reschedule (with its backoff) applies

@@ -475,18 +475,16 @@ SELECT pg_advisory_xact_lock(727003, hashtext($1));
 -- name: count_subscriptions
 SELECT count(*) AS n FROM subscriptions WHERE tenant = $1 AND disabled_at IS NULL;
 
--- name: update_subscription_url
-UPDATE subscriptions SET url = $1 WHERE id = $2;
-
 -- name: move_pending_deliveries
 -- A subscription's new URL also gets its pending deliveries.
 UPDATE deliveries SET url = $1, origin = segflow_origin($1) WHERE target = $2 AND state = 'pending';
 
--- name: update_subscription_types
-UPDATE subscriptions SET event_types = $1 WHERE id = $2;
-
--- name: update_subscription_paused
-UPDATE subscriptions SET paused = $1 WHERE id = $2;
+-- name: update_subscription
+-- A PATCH: each of URL $1, event types $2 and paused $3 changes unless NULL.
+UPDATE subscriptions SET url = coalesce($1, url), event_types = coalesce($2, event_types),
+       paused = coalesce($3, paused)
+ WHERE id = $4
+RETURNING *;
 
 -- name: rotate_subscription_secret
 UPDATE subscriptions SET secret_version = secret_version + 1, previous_secret_until = $1
