@@ -4,10 +4,10 @@ across tenants, reservations that two replicas cannot both pass a cap with, and 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import AsyncIterator
 
 import asyncpg
+import msgspec
 import pytest
 
 from service import spend
@@ -156,7 +156,7 @@ async def test_only_the_claim_not_yet_marked_sent_can_reserve(store: Store) -> N
     jobs = await batch(store, "acme", 1, now=100.0)
     (a,) = await claim(store, 1)
     lost = Reservation(False, "lease lost", "wait")
-    stranger = dataclasses.replace(a, lease_owner="another submitter")
+    stranger = msgspec.structs.replace(a, lease_owner="another submitter")
     assert await store.reserve(stranger, 0.01, now=1000.0, defaults=NO_CAPS, send_lease_until=1035.0) == lost
     assert (await store.reserve(a, 0.01, now=1001.0, defaults=NO_CAPS, send_lease_until=1036.0)).held
     # Marked once: the same claim cannot reserve (nor be sent) a second time.
@@ -164,7 +164,7 @@ async def test_only_the_claim_not_yet_marked_sent_can_reserve(store: Store) -> N
     job = await store.get_job(a.id)
     assert job is not None and (job.sent_at, job.lease_until, job.reserved_at) == (1001.0, 1036.0, 1001.0)
     assert (await store.spend_totals("acme", jobs[0].batch_id, at=1001.0))["batch"] == pytest.approx(0.01)
-    gone = dataclasses.replace(a, id="no-such-job")
+    gone = msgspec.structs.replace(a, id="no-such-job")
     assert await store.reserve(gone, 0.01, now=1003.0, defaults=NO_CAPS, send_lease_until=1038.0) == Reservation(
         False, "job gone", "wait"
     )
