@@ -137,6 +137,10 @@ async def serve(kind: str, port: int, database_url: str) -> None:
         from benchmarks.peer import peer_app
 
         app = peer_app(database_url, KEY)
+    elif kind == "floor":
+        from benchmarks.floor import floor_app
+
+        app = floor_app(database_url, KEY)
     else:
         from service.app import create_app
         from service.context import open_services
@@ -341,7 +345,7 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("serve")
-    s.add_argument("kind", choices=["segflow", "bare", "peer"])
+    s.add_argument("kind", choices=["segflow", "bare", "peer", "floor"])
     s.add_argument("port", type=int)
     s.add_argument("database_url")
     g = sub.add_parser("generate")

@@ -1,0 +1,108 @@
+"""The ceiling baseline of the ingest benchmark: the least a durable webhook receiver can do.
+
+The bare endpoint (body, constant-time secret check, JSON parse) plus the naive group commit of
+`../shared/LIMITS.md`: one writer, up to 256 webhooks per transaction, each one `UPDATE` of its job
+row (`submitted` to `fetching`), answered after COMMIT returned, at segflow's durability
+(`synchronous=FULL` / `synchronous_commit=on`). No event row, no task row, no decoding of the body
+into types, no state machine: every receiver that keeps what segflow keeps does strictly more, so
+this row is how far the machine and the load generator let any of them go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import orjson
+
+from service.webhook_secrets import WebhookSecrets
+
+UPDATE = "UPDATE jobs SET state = 'fetching', updated_at = {0} WHERE id = {1} AND state = 'submitted'"
+GROUP_MAX = 256
+
+
+class _GroupCommit:
+    """Queue job ids; one writer commits what is queued, then answers every caller of that group."""
+
+    def __init__(self, database_url: str) -> None:
+        self._url = database_url
+        self._pending: list[tuple[str, asyncio.Future[None]]] = []
+        self._wake = asyncio.Event()
+        self._sqlite: sqlite3.Connection | None = None
+        self._thread = ThreadPoolExecutor(1)
+        self._pg: Any = None
+
+    async def start(self) -> None:
+        if self._url.startswith("sqlite:///"):
+            self._sqlite = sqlite3.connect(
+                self._url.removeprefix("sqlite:///"), isolation_level=None, check_same_thread=False
+            )
+            self._sqlite.execute("PRAGMA journal_mode = WAL")
+            self._sqlite.execute("PRAGMA synchronous = FULL")
+        else:
+            import asyncpg
+
+            self._pg = await asyncpg.connect(self._url)
+            await self._pg.execute("SET synchronous_commit = on")
+        asyncio.get_running_loop().create_task(self._writer())
+
+    async def update(self, job_id: str) -> None:
+        fut = asyncio.get_running_loop().create_future()
+        self._pending.append((job_id, fut))
+        self._wake.set()
+        await fut
+
+    async def _writer(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                group, self._pending = self._pending[:GROUP_MAX], self._pending[GROUP_MAX:]
+                params = [(time.time(), job_id) for job_id, _ in group]
+                if self._sqlite is not None:
+                    await asyncio.get_running_loop().run_in_executor(self._thread, self._commit_sqlite, params)
+                else:
+                    async with self._pg.transaction():
+                        await self._pg.executemany(UPDATE.format("$1", "$2"), params)
+                for _, fut in group:
+                    fut.set_result(None)
+
+    def _commit_sqlite(self, params: list[tuple[float, str]]) -> None:
+        assert self._sqlite is not None
+        self._sqlite.execute("BEGIN IMMEDIATE")
+        self._sqlite.executemany(UPDATE.format("?1", "?2"), params)
+        self._sqlite.execute("COMMIT")
+
+
+def floor_app(database_url: str, key: str) -> Any:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    secrets = WebhookSecrets([key.encode()])
+    writes = _GroupCommit(database_url)
+
+    async def hook(request: Request) -> Response:
+        body = await request.body()
+        job_id = request.path_params["job_id"]
+        presented = request.headers.get("x-webhook-secret", "")
+        expected = secrets.derive(job_id, int(request.path_params["attempt"]))
+        if not hmac.compare_digest(presented.encode(), expected.encode()):
+            return Response(status_code=401)
+        orjson.loads(body)
+        await writes.update(job_id)
+        return Response(b'{"status":"applied"}', media_type="application/json")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Any) -> AsyncIterator[None]:
+        await writes.start()
+        yield
+
+    return Starlette(routes=[Route("/webhooks/qubico/{job_id}/{attempt}", hook, methods=["POST"])], lifespan=lifespan)
