@@ -347,6 +347,31 @@ def end_to_end(work: Path, n: int) -> dict[str, float]:
     }
 
 
+def mask_write_cpu_ms(work: Path, n: int = 1000) -> float:
+    """CPU (user + system) per mask written the way the fetcher writes each one in `end_to_end`:
+    `LocalArtifactStore.write` of one sandbox mask under a job folder of its own (temporary file,
+    fsync, rename, fsync of the folder). Part of every job's CPU that no store change can remove."""
+    import resource
+
+    from service.artifacts import mask_key, one_chunk
+    from service.artifacts_local import LocalArtifactStore
+    from service.sandbox.masks import MaskSpec, render_mask
+
+    png = render_mask(MaskSpec("0" * 64, 640, 480, "bench", "", 0))
+    store = LocalArtifactStore(work / "artifacts")
+
+    async def run() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        before = usage.ru_utime + usage.ru_stime
+        for _ in range(n):
+            key = mask_key("bench", str(uuid.uuid4()), 0)
+            await store.write(key, one_chunk(png), max_bytes=len(png), content_type="image/png")
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return 1000 * (usage.ru_utime + usage.ru_stime - before) / n
+
+    return asyncio.run(run())
+
+
 async def _all_succeeded(db: Path, n: int) -> bool:
     conn = sqlite3.connect(db, timeout=30)
     try:
