@@ -1,8 +1,9 @@
 """Webhook ingest: verified, durable completions per second into segflow, against a bare
 Starlette endpoint (read body, constant-time secret check, JSON parse) under the same load.
 
-Processes: the server under test (segflow or bare, uvicorn with uvloop + httptools, access log
-off) and `GENERATORS` aiohttp load-generator processes, each with its own share of distinct jobs.
+Processes: the server under test (segflow, bare, the peer of `peer.py` or the floor of `floor.py`;
+uvicorn with uvloop + httptools, access log off) and `GENERATORS` aiohttp load-generator
+processes, each with its own share of distinct jobs.
 Run `python -m benchmarks.ingest serve|generate …` pieces by hand, or all of it via benchmarks.run.
 """
 
