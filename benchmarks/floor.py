@@ -65,19 +65,28 @@ class _GroupCommit:
             while self._pending:
                 group, self._pending = self._pending[:GROUP_MAX], self._pending[GROUP_MAX:]
                 params = [(time.time(), job_id) for job_id, _ in group]
-                if self._sqlite is not None:
-                    await asyncio.get_running_loop().run_in_executor(self._thread, self._commit_sqlite, params)
-                else:
-                    async with self._pg.transaction():
-                        await self._pg.executemany(UPDATE.format("$1", "$2"), params)
+                try:
+                    if self._sqlite is not None:
+                        await asyncio.get_running_loop().run_in_executor(self._thread, self._commit_sqlite, params)
+                    else:
+                        async with self._pg.transaction():
+                            await self._pg.executemany(UPDATE.format("$1", "$2"), params)
+                except Exception as exc:  # every caller gets a 500: the run then fails its check
+                    for _, fut in group:
+                        fut.set_exception(exc)
+                    continue
                 for _, fut in group:
                     fut.set_result(None)
 
     def _commit_sqlite(self, params: list[tuple[float, str]]) -> None:
         assert self._sqlite is not None
         self._sqlite.execute("BEGIN IMMEDIATE")
-        self._sqlite.executemany(UPDATE.format("?1", "?2"), params)
-        self._sqlite.execute("COMMIT")
+        try:
+            self._sqlite.executemany(UPDATE.format("?1", "?2"), params)
+            self._sqlite.execute("COMMIT")
+        except BaseException:
+            self._sqlite.execute("ROLLBACK")
+            raise
 
 
 def floor_app(database_url: str, key: str) -> Any:
