@@ -37,6 +37,7 @@ class _GroupCommit:
         self._sqlite: sqlite3.Connection | None = None
         self._thread = ThreadPoolExecutor(1)
         self._pg: Any = None
+        self._task: asyncio.Task[None] | None = None  # held: the loop keeps only a weak reference
 
     async def start(self) -> None:
         if self._url.startswith("sqlite:///"):
@@ -50,7 +51,18 @@ class _GroupCommit:
 
             self._pg = await asyncpg.connect(self._url)
             await self._pg.execute("SET synchronous_commit = on")
-        asyncio.get_running_loop().create_task(self._writer())
+        self._task = asyncio.get_running_loop().create_task(self._writer())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._pg is not None:
+            await self._pg.close()
+        if self._sqlite is not None:
+            self._sqlite.close()
+        self._thread.shutdown()
 
     async def update(self, job_id: str) -> None:
         fut = asyncio.get_running_loop().create_future()
@@ -112,6 +124,9 @@ def floor_app(database_url: str, key: str) -> Any:
     @contextlib.asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:
         await writes.start()
-        yield
+        try:
+            yield
+        finally:
+            await writes.stop()
 
     return Starlette(routes=[Route("/webhooks/qubico/{job_id}/{attempt}", hook, methods=["POST"])], lifespan=lifespan)
