@@ -28,7 +28,9 @@ GROUP_MAX = 256
 
 
 class _GroupCommit:
-    """Queue job ids; one writer commits what is queued, then answers every caller of that group."""
+    """Queue job ids; one writer commits what is queued, then answers every caller of that group.
+    Written apart from `Store`'s group committer on purpose: a baseline must not run the code it
+    is the baseline of."""
 
     def __init__(self, database_url: str) -> None:
         self._url = database_url
