@@ -133,10 +133,12 @@ async def test_three_replicas_one_killed_one_restarted(
             tasks = await resp.json()
         # Each mask, served by a live replica other than the one that stored it, through the
         # signed link that replica hands out (no API key).
+        # A replica killed (or stopped) between its commit and its log line stored a mask that no
+        # log names: its storer is one of the two that went down, so replica 0 serves it.
         storer = stored_by(tmp_path)
         served = defaultdict(int)
         for job in accepted["jobs"]:
-            by = storer[job["job_id"]]
+            by = storer.get(job["job_id"], "a replica that went down")
             server = next(n for n in (0, 2) if f"replica-{n}" != by)
             base = f"http://127.0.0.1:{ports[server]}"
             async with http.get(f"{base}/v1/jobs/{job['job_id']}", headers={"authorization": f"Bearer {API_KEY}"}) as r:
@@ -161,7 +163,8 @@ async def test_three_replicas_one_killed_one_restarted(
         await store.close()
     assert report.ok, report.violations[:10]
     assert report.masks_checked == 150
-    assert len(storer) == 150 and len({by for by, _ in served}) >= 2, served  # stored by several replicas
+    named = {by for by, _ in served if by in storer.values()}
+    assert sum(served.values()) == 150 and len(named) >= 2, served  # stored by several replicas
     assert not disk.exists() or not any(disk.rglob("*.png"))  # and not one mask on a local disk
     assert report.duplicate_paid_tasks <= report.resends_after_adoption_window
     assert sorted(e.type for e in events).count("job.succeeded") == 150
