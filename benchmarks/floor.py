@@ -17,6 +17,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from itertools import groupby
 from typing import Any
 
 import orjson
@@ -25,16 +26,18 @@ from service.webhook_secrets import WebhookSecrets
 
 UPDATE = "UPDATE jobs SET state = 'fetching', updated_at = {0} WHERE id = {1} AND state = 'submitted'"
 GROUP_MAX = 256
+Write = tuple[str, tuple[Any, ...]]  # (statement with {0}, {1}, … for its parameters, parameters)
 
 
-class _GroupCommit:
-    """Queue job ids; one writer commits what is queued, then answers every caller of that group.
-    Written apart from `Store`'s group committer on purpose: a baseline must not run the code it
-    is the baseline of."""
+class GroupCommit:
+    """Queue writes; one writer commits what is queued in one transaction (consecutive writes of
+    one statement in one `executemany`), then answers every caller of that group. Written apart
+    from `Store`'s group committer on purpose: a baseline must not run the code it is the baseline
+    of. (`benchmarks/e2e_floor.py` uses it too.)"""
 
     def __init__(self, database_url: str) -> None:
         self._url = database_url
-        self._pending: list[tuple[str, asyncio.Future[None]]] = []
+        self._pending: list[tuple[Write, asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
         self._sqlite: sqlite3.Connection | None = None
         self._thread = ThreadPoolExecutor(1)
@@ -66,9 +69,9 @@ class _GroupCommit:
             self._sqlite.close()
         self._thread.shutdown()
 
-    async def update(self, job_id: str) -> None:
+    async def write(self, statement: str, *params: Any) -> None:
         fut = asyncio.get_running_loop().create_future()
-        self._pending.append((job_id, fut))
+        self._pending.append(((statement, params), fut))
         self._wake.set()
         await fut
 
@@ -78,13 +81,14 @@ class _GroupCommit:
             self._wake.clear()
             while self._pending:
                 group, self._pending = self._pending[:GROUP_MAX], self._pending[GROUP_MAX:]
-                params = [(time.time(), job_id) for job_id, _ in group]
+                runs = [(s, [p for (_, p), _ in same]) for s, same in groupby(group, key=lambda w: w[0][0])]
                 try:
                     if self._sqlite is not None:
-                        await asyncio.get_running_loop().run_in_executor(self._thread, self._commit_sqlite, params)
+                        await asyncio.get_running_loop().run_in_executor(self._thread, self._commit_sqlite, runs)
                     else:
                         async with self._pg.transaction():
-                            await self._pg.executemany(UPDATE.format("$1", "$2"), params)
+                            for statement, params in runs:
+                                await self._pg.executemany(_numbered(statement, "$"), params)
                 except Exception as exc:  # every caller gets a 500: the run then fails its check
                     for _, fut in group:
                         fut.set_exception(exc)
@@ -92,15 +96,21 @@ class _GroupCommit:
                 for _, fut in group:
                     fut.set_result(None)
 
-    def _commit_sqlite(self, params: list[tuple[float, str]]) -> None:
+    def _commit_sqlite(self, runs: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
         assert self._sqlite is not None
         self._sqlite.execute("BEGIN IMMEDIATE")
         try:
-            self._sqlite.executemany(UPDATE.format("?1", "?2"), params)
+            for statement, params in runs:
+                self._sqlite.executemany(_numbered(statement, "?"), params)
             self._sqlite.execute("COMMIT")
         except BaseException:
             self._sqlite.execute("ROLLBACK")
             raise
+
+
+def _numbered(statement: str, mark: str) -> str:
+    """`{0}`, `{1}`, … as the dialect's numbered parameters (`?1` or `$1`, …)."""
+    return statement.format(*(f"{mark}{i + 1}" for i in range(statement.count("{"))))
 
 
 def floor_app(database_url: str, key: str) -> Any:
@@ -110,7 +120,7 @@ def floor_app(database_url: str, key: str) -> Any:
     from starlette.routing import Route
 
     secrets = WebhookSecrets([key.encode()])
-    writes = _GroupCommit(database_url)
+    writes = GroupCommit(database_url)
 
     async def hook(request: Request) -> Response:
         body = await request.body()
@@ -120,7 +130,7 @@ def floor_app(database_url: str, key: str) -> Any:
         if not hmac.compare_digest(presented.encode(), expected.encode()):
             return Response(status_code=401)
         orjson.loads(body)
-        await writes.update(job_id)
+        await writes.write(UPDATE, time.time(), job_id)
         return Response(b'{"status":"applied"}', media_type="application/json")
 
     @contextlib.asynccontextmanager

@@ -309,16 +309,20 @@ def reconcile_round(work: Path, total: int, overdue: int = 1000) -> tuple[float,
 # end to end and memory ---------------------------------------------------------------------------
 
 
-def end_to_end(work: Path, n: int) -> dict[str, float]:
+def end_to_end(work: Path, n: int, *, floor: bool = False) -> dict[str, float]:
+    """`n` jobs through segflow (or, `floor`, through `benchmarks/e2e_floor.py`) and the sandbox."""
     sandbox, sandbox_url = start_sandbox(work)
     try:
-        segflow, port = start_segflow(
-            work,
-            sandbox_url,
-            SEGFLOW_FETCH_CONCURRENCY="32",
-            SEGFLOW_FETCH_BATCH="128",
-            SEGFLOW_FETCH_INTERVAL_S="0.05",
-        )
+        if floor:
+            segflow, port = start_floor(work, sandbox_url)
+        else:
+            segflow, port = start_segflow(
+                work,
+                sandbox_url,
+                SEGFLOW_FETCH_CONCURRENCY="32",
+                SEGFLOW_FETCH_BATCH="128",
+                SEGFLOW_FETCH_INTERVAL_S="0.05",
+            )
         cpu0 = cpu_seconds(segflow.pid)
         started = time.perf_counter()
         image = f"{sandbox_url}/samples/shapes.png"
@@ -330,6 +334,9 @@ def end_to_end(work: Path, n: int) -> dict[str, float]:
         stop(segflow)
     finally:
         stop(sandbox)
+    result = {"wall_s": wall, "cpu_ms_per_job": 1000 * cpu / n, "jobs_per_s": n / wall}
+    if floor:  # it keeps no event log to time the stored masks by
+        return result
     conn = sqlite3.connect(db)
     lags = sorted(
         r[0]
@@ -339,12 +346,34 @@ def end_to_end(work: Path, n: int) -> dict[str, float]:
     )
     conn.close()
     return {
-        "wall_s": wall,
-        "cpu_ms_per_job": 1000 * cpu / n,
-        "jobs_per_s": n / wall,
+        **result,
         "stored_p50_ms": 1000 * statistics.median(lags),
         "stored_p99_ms": 1000 * lags[int(len(lags) * 0.99)],
     }
+
+
+def start_floor(work: Path, sandbox_url: str) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    db, art = work / "segflow.db", work / "art"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.e2e_floor",
+            "--port",
+            str(port),
+            "--db",
+            str(db),
+            "--art",
+            str(art),
+            "--upstream",
+            sandbox_url,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=(work / "floor.log").open("ab"),
+    )
+    _wait_port(port)
+    return proc, port
 
 
 def mask_write_cpu_ms(work: Path, n: int = 1000) -> float:

@@ -172,16 +172,17 @@ def transition_rows(runs: int, full: bool) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     command = f"{make_target(full)}  (benchmarks/transitions.py, {TRANSITIONS} webhook transitions, 64 at a time)"
     for database in ("sqlite", "postgres"):
-        rates: dict[str, list[float]] = {"before": [], "now": []}
+        rates: dict[str, list[float]] = {"before": [], "now": [], "sql": [], "floor": []}
         for _ in range(runs):
-            for which, tree in (("before", base), ("now", root)):
+            for which, tree in (("before", base), ("now", root), ("sql", root), ("floor", root)):
                 with tempfile.TemporaryDirectory(prefix="segflow-bench-") as tmp:
                     made = asyncio.run(_pg_database()) if database == "postgres" else (f"sqlite:///{tmp}/t.db", "")
                     if made is None:
                         return [*rows, {"benchmark": "store-only transitions, postgres", "not_run": "no PostgreSQL"}]
+                    mode = [which] if which in ("sql", "floor") else []
                     try:
                         out = subprocess.run(
-                            [sys.executable, script, made[0], str(TRANSITIONS)],
+                            [sys.executable, script, made[0], str(TRANSITIONS), *mode],
                             env={**os.environ, "PYTHONPATH": str(tree)},
                             capture_output=True,
                             check=True,
@@ -200,7 +201,38 @@ def transition_rows(runs: int, full: bool) -> list[dict[str, Any]]:
                 command,
             )
         )
-        rows.append(row(f"store-only transitions: segflow, {database}", "transitions/s", rates["now"], before, command))
+        ceiling, statements = statistics.median(rates["floor"]), statistics.median(rates["sql"])
+        rows.append(
+            row(
+                f"store-only transitions: segflow's statements alone, no decision, {database} "
+                "(benchmarks/transitions.py sql)",
+                "transitions/s",
+                rates["sql"],
+                before,
+                command,
+            )
+        )
+        rows.append(
+            row(
+                f"store-only transitions: minimal group commit, one UPDATE each, {database} "
+                "(the ceiling: benchmarks/transitions.py floor)",
+                "transitions/s",
+                rates["floor"],
+                before,
+                command,
+            )
+        )
+        rows.append(
+            row(
+                f"store-only transitions: segflow, {database}",
+                "transitions/s",
+                rates["now"],
+                before,
+                command,
+                vs_floor=statistics.median(rates["now"]) / ceiling,
+                vs_statements_alone=statistics.median(rates["now"]) / statements,
+            )
+        )
     return rows
 
 
@@ -259,8 +291,24 @@ def flow_rows(runs: int, full: bool) -> list[dict[str, Any]]:
             )
         )
     e2e_n = 10_000 if full else 2_000
-    e2e = [flows.end_to_end(_workdir(), e2e_n) for _ in range(runs)]
+    e2e, floors = [], []
+    for _ in range(runs):  # interleaved: segflow, then the floor
+        e2e.append(flows.end_to_end(_workdir(), e2e_n))
+        floors.append(flows.end_to_end(_workdir(), e2e_n, floor=True))
     masks = [flows.mask_write_cpu_ms(_workdir()) for _ in range(runs)]
+    floor_cpu = statistics.median(r["cpu_ms_per_job"] for r in floors)
+    rows.append(
+        row(
+            f"end to end: the floor, {e2e_n:,} jobs through the sandbox, zero latency "
+            "(the least a durable flow does: benchmarks/e2e_floor.py)",
+            "jobs/s",
+            [r["jobs_per_s"] for r in floors],
+            bare,
+            f"{make}  (benchmarks/flows.py end_to_end floor=True; baseline: the bare create loop)",
+            wall_s=statistics.median(r["wall_s"] for r in floors),
+            cpu_ms_per_job=floor_cpu,
+        )
+    )
     rows.append(
         row(
             f"end to end: {e2e_n:,} jobs through the sandbox, zero latency",
@@ -273,6 +321,7 @@ def flow_rows(runs: int, full: bool) -> list[dict[str, Any]]:
             stored_p50_ms=statistics.median(r["stored_p50_ms"] for r in e2e),
             stored_p99_ms=statistics.median(r["stored_p99_ms"] for r in e2e),
             mask_write_cpu_ms=statistics.median(masks),
+            floor_cpu_ms_per_job=floor_cpu,
         )
     )
     stored = 1_000_000 if full else 100_000
@@ -354,9 +403,11 @@ def render(results: dict[str, Any]) -> None:
             for k in (
                 "vs_peer",
                 "vs_floor",
+                "vs_statements_alone",
                 "statements",
                 "wall_s",
                 "cpu_ms_per_job",
+                "floor_cpu_ms_per_job",
                 "mask_write_cpu_ms",
                 "stored_p50_ms",
                 "stored_p99_ms",
