@@ -147,6 +147,8 @@ def _create(db: Path, art: Path) -> None:
 
 
 def _write_durably(path: Path, data: bytes) -> None:
+    """The durable write `LocalArtifactStore` makes (temporary file, fsync, rename, folder fsync),
+    written apart on purpose, like `GroupCommit`: a baseline must not run the code it measures."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-")
     with os.fdopen(fd, "wb") as fh:
         fh.write(data)
